@@ -1,0 +1,220 @@
+"""The ``e5onnx`` command line: ``export``, ``verify``, ``info``, ``embed``.
+
+``export`` and ``verify`` need the ``export`` extra (torch); ``info`` and ``embed`` are torch-free.
+Exit codes: 0 success, 1 a failed check or error (message on stderr), 2 bad command-line usage.
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MODEL_ID,
+    DEFAULT_OPSET,
+    MAX_LENGTH,
+    OPTIMIZATION_LEVELS,
+    VARIANTS,
+    ParityTolerances,
+)
+from .errors import E5OnnxError, InvalidInputError
+
+_DEFAULT_TOL = ParityTolerances()
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(prog="e5onnx", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"e5onnx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export a Hugging Face model to a verified ONNX model folder (needs torch)")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL_ID,
+                   help=f"Hub id or local Hugging Face folder (default {DEFAULT_MODEL_ID})")
+    p.add_argument("--output", "-o", required=True, help="model folder to create")
+    p.add_argument("--quantize", choices=["int8"], help="also write model_int8.onnx (dynamic INT8, per-channel)")
+    p.add_argument("--optimize", choices=OPTIMIZATION_LEVELS, help="also write model_optimized.onnx (ORT fusions)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--revision", help="Hub branch, tag or commit")
+    p.add_argument("--max-length", type=int, default=MAX_LENGTH, help=f"tokens per text (default {MAX_LENGTH})")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads for the parity check")
+    _add_tolerances(p)
+
+    p = sub.add_parser("verify", help="re-run the parity check of a model folder against PyTorch (needs torch)")
+    p.add_argument("folder")
+    p.add_argument("--source", help="Hugging Face model to compare with (default: the manifest's source)")
+    p.add_argument("--threads", type=int)
+    _add_tolerances(p, default=None)
+
+    p = sub.add_parser("info", help="print a model folder's manifest summary as JSON")
+    p.add_argument("folder", help="model folder or Hub repo id")
+    p.add_argument("--full", action="store_true", help="print the whole manifest")
+
+    p = sub.add_parser("embed", help="embed texts; JSON lines on stdout, or --output X.npy")
+    p.add_argument("folder", help="model folder or Hub repo id")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --input)")
+    p.add_argument("--input", "-i", metavar="FILE",
+                   help="UTF-8 file, one text per line ('-' for stdin); *.jsonl: one JSON object with a 'text' "
+                        "field (or a JSON string) per line")
+    p.add_argument("--output", "-o", metavar="X.npy", help="write an (n, dim) float32 .npy instead of JSON lines")
+    p.add_argument("--variant", default="auto", choices=[*VARIANTS, "auto"])
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--query", action="store_true", help="add 'query: ' once to each text")
+    kind.add_argument("--passage", action="store_true", help="add 'passage: ' once to each text")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-truncate", action="store_true", help="refuse texts over max length instead of cutting")
+    return parser
+
+
+def _add_tolerances(p, default=_DEFAULT_TOL):
+    g = p.add_argument_group("parity tolerances (on normalised embeddings)")
+    g.add_argument("--fp32-max-abs", type=float, default=default and default.fp32_max_abs)
+    g.add_argument("--optimized-max-abs", type=float, default=default and default.optimized_max_abs)
+    g.add_argument("--int8-mean-cosine", type=float, default=default and default.int8_mean_cosine)
+    g.add_argument("--int8-min-cosine", type=float, default=default and default.int8_min_cosine)
+
+
+def _tolerances(args, base):
+    return ParityTolerances(**{
+        k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.as_dict().items()
+    })
+
+
+def _read_texts(path):
+    if path == "-":
+        data, name = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        try:
+            data, name = Path(path).read_bytes(), path
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read --input {path!r}: {exc.strerror}") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # a final newline ends the last line; it does not start an empty text
+    texts = []
+    for n, raw in enumerate(lines, start=1):
+        try:
+            line = raw.rstrip(b"\r").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{name} line {n}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        if name.endswith(".jsonl"):
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{name} line {n}: not JSON ({exc.msg})") from None
+            item = item.get("text") if isinstance(item, dict) else item
+            if not isinstance(item, str):
+                raise InvalidInputError(f"{name} line {n}: expected a JSON string or an object with a 'text' string")
+            line = item
+        texts.append(line)
+    return texts
+
+
+def _cmd_export(args):
+    from .export import export_model
+
+    manifest = export_model(args.model, args.output, quantize=args.quantize, optimize=args.optimize,
+                            opset=args.opset, revision=args.revision, max_length=args.max_length,
+                            force=args.force, tolerances=_tolerances(args, _DEFAULT_TOL), threads=args.threads)
+    print(json.dumps(_summary(manifest), indent=2))
+    return 0
+
+
+def _cmd_verify(args):
+    from .export import verify_folder
+    from .export.parity import format_report
+    from .runtime.manifest import read_manifest
+
+    base = ParityTolerances(**read_manifest(args.folder).get("tolerances", {}))
+    report = verify_folder(args.folder, source=args.source, threads=args.threads,
+                           tolerances=_tolerances(args, base))
+    print("\n".join(format_report(report)))
+    return 0
+
+
+def _summary(manifest):
+    return {
+        "source": manifest.get("source", {}),
+        "embedding_dim": manifest["embedding_dim"],
+        "max_length": manifest["max_length"],
+        "pooling": manifest.get("pooling"),
+        "normalization": manifest.get("normalization"),
+        "prefixes": manifest.get("prefixes"),
+        "opset": manifest.get("opset"),
+        "variants": {
+            name: {
+                "file": v["file"],
+                "size_bytes": manifest["files"].get(v["file"], {}).get("size"),
+                "parity_passed": v.get("parity", {}).get("passed"),
+                "max_abs_diff": v.get("parity", {}).get("max_abs_diff"),
+                "min_cosine": v.get("parity", {}).get("min_cosine"),
+                "mean_cosine": v.get("parity", {}).get("mean_cosine"),
+            }
+            for name, v in manifest["variants"].items()
+        },
+        "created_at": manifest.get("created_at"),
+    }
+
+
+def _cmd_info(args):
+    from .runtime.folder import fetch_model_folder
+
+    _, manifest = fetch_model_folder(args.folder, lambda m: [])
+    print(json.dumps(manifest if args.full else _summary(manifest), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_embed(args):
+    from .runtime.embedder import Embedder
+
+    if args.input is not None and args.texts:
+        raise InvalidInputError("give texts as arguments or with --input, not both")
+    texts = _read_texts(args.input) if args.input is not None else list(args.texts)
+    embedder = Embedder.load(args.folder, variant=args.variant, threads=args.threads)
+    if args.query:
+        vectors = embedder.embed_queries(texts, args.batch_size, truncate=not args.no_truncate)
+    elif args.passage:
+        vectors = embedder.embed_passages(texts, args.batch_size, truncate=not args.no_truncate)
+    else:
+        vectors = embedder.embed(texts, args.batch_size, truncate=not args.no_truncate)
+    if args.output:
+        from .runtime.manifest import write_npy_atomic
+
+        write_npy_atomic(args.output, vectors)
+        print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {args.output}", file=sys.stderr)
+    else:
+        out = sys.stdout
+        for i, row in enumerate(vectors):
+            out.write(json.dumps({"index": i, "embedding": row.tolist()}) + "\n")
+    return 0
+
+
+_COMMANDS = {"export": _cmd_export, "verify": _cmd_verify, "info": _cmd_info, "embed": _cmd_embed}
+
+
+def main(argv=None):
+    """Entry point of the ``e5onnx`` console script. Returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("e5onnx").setLevel(logging.INFO)
+    try:
+        return _COMMANDS[args.command](args)
+    except E5OnnxError as exc:  # ParityError included: its message carries the full report
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "transformers", "optimum", "onnx"):
+            print(f"error: `e5onnx {args.command}` needs the export extra ({exc.name} is not installed): "
+                  "pip install 'e5onnx[export]'", file=sys.stderr)
+            return 1
+        raise
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Configuration in one place: model facts, file names, numeric constants and default tolerances.
+
+Sources:
+- e5-small facts (hidden size 384, 512 positions, "query: "/"passage: " prefixes, masked mean pooling
+  then L2 normalisation) are from the ``intfloat/e5-small`` model card and its ``config.json``.
+- The pooling and normalisation epsilons follow the usual PyTorch recipe: sentence-transformers clamps
+  the token count at 1e-9 and ``torch.nn.functional.normalize`` clamps the norm at 1e-12.
+"""
+
+from dataclasses import asdict, dataclass
+
+DEFAULT_MODEL_ID = "intfloat/e5-small"
+EMBEDDING_DIM = 384
+MAX_LENGTH = 512
+QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
+
+#: Name of the ONNX output that holds the per-token hidden states, (batch, seq, dim) float32.
+OUTPUT_NAME = "last_hidden_state"
+#: The ONNX inputs the runtime knows how to feed (BERT family).
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "e5onnx-model"
+MANIFEST_VERSION = 1
+TOKENIZER_FILE = "tokenizer.json"
+
+#: Variant name -> ONNX file inside a model folder.
+VARIANT_FILES = {
+    "fp32": "model.onnx",
+    "optimized": "model_optimized.onnx",
+    "int8": "model_int8.onnx",
+}
+VARIANTS = tuple(VARIANT_FILES)
+
+#: Count clamp in masked mean pooling (sentence-transformers' Pooling uses 1e-9).
+POOLING_MIN_COUNT = 1e-9
+#: Norm clamp in L2 normalisation (``torch.nn.functional.normalize`` default eps).
+NORMALIZE_EPS = 1e-12
+
+DEFAULT_BATCH_SIZE = 32
+#: Texts are tokenised and length-sorted in chunks of this many, to bound memory on huge inputs.
+TOKENIZE_CHUNK = 4096
+
+DEFAULT_OPSET = 18
+OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
+QUANTIZATION_MODES = ("int8",)
+
+#: Environment variable for the default number of ONNX Runtime intra-op threads.
+THREADS_ENV = "E5ONNX_THREADS"
+
+
+@dataclass(frozen=True)
+class ParityTolerances:
+    """Parity tolerances on L2-normalised embeddings, compared with the PyTorch reference.
+
+    Attributes:
+        fp32_max_abs: fp32 variant, largest allowed element-wise ``|Δ|``.
+        optimized_max_abs: fused-graph variant, largest allowed element-wise ``|Δ|``.
+        int8_mean_cosine: int8 variant, smallest allowed mean cosine similarity.
+        int8_min_cosine: int8 variant, smallest allowed per-text cosine similarity.
+    """
+
+    fp32_max_abs: float = 1e-5
+    optimized_max_abs: float = 1e-5
+    int8_mean_cosine: float = 0.99
+    int8_min_cosine: float = 0.95
+
+    def as_dict(self):
+        return asdict(self)

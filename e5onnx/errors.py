@@ -1,0 +1,37 @@
+"""The package's one exception hierarchy.
+
+Every error e5onnx raises on purpose derives from :class:`E5OnnxError`, so callers can catch one type.
+Input errors also derive from :class:`ValueError` / :class:`TypeError` where that is what they are.
+"""
+
+
+class E5OnnxError(Exception):
+    """Base class of every error raised by e5onnx."""
+
+
+class InvalidInputError(E5OnnxError, ValueError):
+    """A text or argument passed to the runtime is unusable.
+
+    The message names the offending input: its index in the list, its type or length, and the reason.
+    """
+
+
+class ModelFolderError(E5OnnxError):
+    """A model folder (or Hub repository) is missing, incomplete or not an e5onnx model folder."""
+
+
+class IntegrityError(ModelFolderError):
+    """A model file's sha256 differs from the one recorded in ``manifest.json``."""
+
+
+class ExportError(E5OnnxError):
+    """The export could not be completed; nothing was written to the output folder."""
+
+
+class ParityError(ExportError):
+    """An exported variant's embeddings differ from the PyTorch reference by more than its tolerance."""
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        #: The full parity report (dict per variant), as recorded in a manifest.
+        self.report = report

@@ -1,0 +1,206 @@
+"""``export_model``: Hugging Face BERT → ONNX variants → parity check → manifest, written atomically.
+
+The folder is built in a hidden temporary folder beside the output and renamed into place only when every
+variant passed its parity check, so a failed or interrupted export leaves nothing at the output path.
+"""
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .. import __version__
+from ..config import (
+    DEFAULT_MODEL_ID,
+    DEFAULT_OPSET,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    MAX_LENGTH,
+    OPTIMIZATION_LEVELS,
+    OUTPUT_NAME,
+    PASSAGE_PREFIX,
+    QUANTIZATION_MODES,
+    QUERY_PREFIX,
+    TOKENIZER_FILE,
+    VARIANT_FILES,
+    ParityTolerances,
+)
+from ..errors import E5OnnxError, ExportError
+from ..runtime.cpu import cpu_info
+from ..runtime.embedder import Embedder
+from ..runtime.manifest import default_mode, describe_files, write_json_atomic
+from . import graph
+from .parity import ReferenceBattery, check_report, format_report, run_parity
+from .source import read_config, resolve_source
+
+log = logging.getLogger("e5onnx.export")
+
+_VERSIONED = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers",
+              "huggingface-hub", "numpy")
+
+
+def environment():
+    """Versions of the export's libraries, Python, the platform and the CPU (model and ISA flags)."""
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"e5onnx": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "versions": versions, "cpu": cpu_info()}
+
+
+def _check_args(output, quantize, optimize, opset, max_length, force):
+    if quantize not in (None, *QUANTIZATION_MODES):
+        raise ExportError(f"--quantize must be one of {QUANTIZATION_MODES}, got {quantize!r}")
+    if optimize not in (None, *OPTIMIZATION_LEVELS):
+        raise ExportError(f"--optimize must be one of {OPTIMIZATION_LEVELS}, got {optimize!r}")
+    if not isinstance(opset, int) or not 14 <= opset <= 23:
+        raise ExportError(f"--opset must be an int from 14 to 23, got {opset!r}")
+    if not isinstance(max_length, int) or max_length < 2:
+        raise ExportError(f"--max-length must be an int >= 2, got {max_length!r}")
+    output = Path(output).expanduser().absolute()
+    if output.exists() and not force:
+        raise ExportError(f"output {str(output)!r} already exists; pass --force to replace it")
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"output {str(output)!r} exists and is not a folder")
+    if not output.parent.is_dir():
+        raise ExportError(f"the parent folder of output {str(output)!r} does not exist")
+    return output
+
+
+def _export_fp32(source_dir, tmp, opset):
+    from optimum.exporters.onnx import main_export
+
+    main_export(str(source_dir), output=str(tmp), task="feature-extraction", opset=opset, device="cpu",
+                do_validation=False, library_name="transformers", local_files_only=True)
+    fp32 = tmp / VARIANT_FILES["fp32"]
+    if not fp32.is_file() or not (tmp / TOKENIZER_FILE).is_file():
+        raise ExportError(f"optimum wrote no {VARIANT_FILES['fp32']} / {TOKENIZER_FILE} (source has no fast tokenizer?)")
+    return fp32
+
+
+def _place(tmp, output):
+    """Move the finished folder ``tmp`` to ``output``, replacing an old one only after the new one is ready."""
+    backup = None
+    if output.exists():
+        backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        backup.rmdir()
+        os.rename(output, backup)
+    try:
+        os.rename(tmp, output)
+    except BaseException:
+        if backup is not None:
+            os.rename(backup, output)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
+                 revision=None, max_length=MAX_LENGTH, force=False, tolerances=ParityTolerances(), threads=None):
+    """Export a Hugging Face BERT embedding model to a verified e5onnx model folder.
+
+    Args:
+        model: Hub id (default ``intfloat/e5-small``) or local Hugging Face folder.
+        output: the model folder to create.
+        quantize: ``None`` or ``"int8"`` (adds ``model_int8.onnx``).
+        optimize: ``None``, ``"O1"``, ``"O2"`` or ``"O3"`` (adds ``model_optimized.onnx``).
+        opset: ONNX opset for optimum's exporter.
+        revision: Hub branch, tag or commit.
+        max_length: tokens per text the folder is made for (at most the model's positions).
+        force: replace an existing ``output``.
+        tolerances: :class:`~e5onnx.config.ParityTolerances` for the parity check.
+        threads: ONNX Runtime threads used by the parity check.
+
+    Returns:
+        The manifest (dict) written to ``output/manifest.json``.
+
+    Raises:
+        ExportError: bad arguments, an existing ``output`` without ``force``, an unusable source, or a
+            failed export step. ParityError (a subclass) when a variant is over its tolerance; its
+            ``.report`` holds the per-variant figures. In every case nothing is left at ``output``.
+    """
+    if output is None:
+        raise ExportError("an output folder is required")
+    output = _check_args(output, quantize, optimize, opset, max_length, force)
+    started = time.perf_counter()
+    source_dir, source = resolve_source(model, revision)
+    config = read_config(source_dir)
+    positions = config.get("max_position_embeddings")
+    if positions and max_length > positions:
+        raise ExportError(f"--max-length {max_length} is over the model's max_position_embeddings {positions}")
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp creates 0o700
+        log.info("exporting %s to ONNX (opset %d) with optimum", model, opset)
+        fp32 = _export_fp32(source_dir, tmp, opset)
+        variants = {"fp32": {"file": fp32.name}}
+        if optimize:
+            log.info("optimising (%s, onnxruntime transformer fusions)", optimize)
+            settings = graph.optimize(fp32, tmp / VARIANT_FILES["optimized"], optimize,
+                                      config["num_attention_heads"], config["hidden_size"])
+            variants["optimized"] = {"file": VARIANT_FILES["optimized"], "optimization": settings}
+        if quantize:
+            log.info("quantising to INT8 (onnxruntime dynamic quantisation)")
+            settings = graph.quantize_int8(fp32, tmp / VARIANT_FILES["int8"])
+            variants["int8"] = {"file": VARIANT_FILES["int8"], "quantization": settings}
+
+        log.info("parity check against the PyTorch reference")
+        from .reference import TorchReference
+
+        reference = TorchReference(source_dir, max_length)
+        ref = ReferenceBattery(reference)
+        pad_token_id = reference.tokenizer.pad_token_id
+        report, dim = {}, None
+        for name, entry in variants.items():
+            embedder = Embedder(tmp / entry["file"], tmp / TOKENIZER_FILE, max_length=max_length,
+                                threads=threads, pad_token_id=pad_token_id, variant=name)
+            dim = embedder.dim
+            report[name] = entry["parity"] = run_parity(embedder, ref, name, tolerances)
+        for line in format_report(report):
+            log.info("%s", line)
+
+        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "format_version": MANIFEST_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "architecture": {k: config.get(k) for k in ("model_type", "architectures", "num_hidden_layers",
+                                                        "hidden_size", "num_attention_heads",
+                                                        "intermediate_size", "vocab_size",
+                                                        "max_position_embeddings")},
+            "embedding_dim": dim,
+            "max_length": max_length,
+            "pooling": "mean",
+            "normalization": "l2",
+            "prefixes": {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX},
+            "pad_token_id": pad_token_id,
+            "output": OUTPUT_NAME,
+            "opset": graph.opset_of(fp32),
+            "variants": variants,
+            "tolerances": tolerances.as_dict(),
+            "environment": environment(),
+            "export_seconds": round(time.perf_counter() - started, 1),
+            "files": describe_files(tmp, files),
+        }
+        check_report(report)
+        write_json_atomic(tmp / MANIFEST_FILE, manifest)
+        _place(tmp, output)
+        log.info("wrote %s", output)
+        return manifest
+    except E5OnnxError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"export of {model!r} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,57 @@
+"""Find the Hugging Face model to export: a local folder, or a Hub id fetched with huggingface-hub."""
+
+import json
+from pathlib import Path
+
+from ..errors import ExportError, ModelFolderError
+from ..runtime.folder import is_local, local_folder
+from ..runtime.manifest import describe_files
+
+#: Files of a Hub repo the export needs: config, tokenizer and the PyTorch weights.
+SOURCE_PATTERNS = ["*.json", "*.txt", "*.safetensors", "pytorch_model.bin"]
+#: Weight files whose sha256 is recorded as the source's fingerprint.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def resolve_source(model, revision=None):
+    """Return ``(local_folder, info)`` for a local Hugging Face folder or a Hub model id.
+
+    Hub ids are downloaded with ``huggingface_hub.snapshot_download`` (the HF cache is honoured and
+    ``HF_HUB_OFFLINE=1`` works from it); ``info`` records ``id``, the resolved ``revision`` (commit),
+    the local ``path`` and the sha256 of the weight files.
+
+    Raises:
+        ExportError: the folder has no ``config.json`` or weights, or the download failed.
+    """
+    if is_local(model):
+        try:
+            folder = local_folder(model)
+        except ModelFolderError as exc:
+            raise ExportError(str(exc)) from exc
+        info = {"id": str(model), "revision": None, "path": str(folder)}
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(repo_id=str(model), revision=revision, allow_patterns=SOURCE_PATTERNS))
+        except Exception as exc:  # HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, OSError
+            raise ExportError(
+                f"could not get {model!r} (revision {revision or 'main'}) from the Hugging Face Hub or its "
+                f"cache: {type(exc).__name__}: {exc}"
+            ) from exc
+        info = {"id": str(model), "revision": folder.name, "path": None}
+    if not (folder / "config.json").is_file():
+        raise ExportError(f"missing file 'config.json' in source model folder {str(folder)!r}")
+    weights = [w for w in WEIGHT_FILES if (folder / w).is_file()]
+    if not weights:
+        raise ExportError(f"no weights ({' or '.join(WEIGHT_FILES)}) in source model folder {str(folder)!r}")
+    info["weights"] = describe_files(folder, weights)
+    return folder, info
+
+
+def read_config(folder):
+    """The source's ``config.json`` as a dict."""
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read config.json in {str(folder)!r}: {exc}") from exc

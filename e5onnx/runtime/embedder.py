@@ -1,0 +1,210 @@
+"""The :class:`Embedder`: texts in, ``(n, dim)`` float32 unit vectors out, without torch."""
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import (
+    DEFAULT_BATCH_SIZE,
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    TOKENIZE_CHUNK,
+    TOKENIZER_FILE,
+    VARIANT_FILES,
+    VARIANTS,
+)
+from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
+from .folder import fetch_model_folder
+from .manifest import check_file
+from .pooling import l2_normalize, mean_pool
+from .session import OnnxEncoder
+from .texts import add_prefix, as_text_list
+from .tokenizer import TextTokenizer
+
+
+def choose_variant(manifest, variant):
+    """Resolve ``variant`` against the variants a manifest records.
+
+    ``"auto"`` picks ``"optimized"`` when it was exported and its recorded parity passed, else ``"fp32"``
+    (int8 trades accuracy for speed, so it is only used when asked for by name).
+
+    Raises:
+        InvalidInputError: ``variant`` is not one of fp32, optimized, int8, auto.
+        ModelFolderError: the folder has no such variant.
+    """
+    available = manifest["variants"]
+    if variant == "auto":
+        opt = available.get("optimized")
+        if opt and opt.get("parity", {}).get("passed"):
+            return "optimized"
+        variant = "fp32"
+    if variant not in VARIANTS:
+        raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
+    if variant not in available:
+        raise ModelFolderError(
+            f"this model folder has no {variant!r} variant (it has: {', '.join(sorted(available))}); "
+            "export it with --optimize / --quantize"
+        )
+    return variant
+
+
+class Embedder:
+    """Embed texts with an exported ONNX model: tokenise → run the graph → masked mean pool → L2 normalise.
+
+    Build one with :meth:`load` (model folder or Hub repo, checked against its manifest) or directly from
+    files. One ONNX Runtime session per Embedder, reused by every call; calls are thread-safe.
+
+    Args:
+        model_path: the ``.onnx`` file.
+        tokenizer_path: the ``tokenizer.json`` file.
+        max_length: tokens per text, special tokens included (e5-small: 512).
+        threads: ONNX Runtime intra-op threads; default ``$E5ONNX_THREADS`` or the CPUs this process may
+            use (affinity mask and cgroup quota).
+        pad_token_id: padding id (default: the tokenizer's ``[PAD]``).
+        variant: label of the ONNX variant, for :attr:`variant`.
+        manifest: the folder's manifest, if any, for :attr:`manifest`.
+
+    Raises:
+        ModelFolderError: a file cannot be loaded, or the graph lacks ``last_hidden_state``.
+        InvalidInputError: ``max_length`` or ``threads`` is not a positive integer.
+    """
+
+    def __init__(self, model_path, tokenizer_path, *, max_length, threads=None, pad_token_id=None,
+                 variant="fp32", manifest=None):
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise InvalidInputError(f"max_length must be an int >= 2, got {max_length!r}")
+        self.model_path = Path(model_path)
+        self.variant = variant
+        self.manifest = manifest
+        self.tokenizer = TextTokenizer(tokenizer_path, max_length, pad_token_id)
+        self.encoder = OnnxEncoder(self.model_path, threads)
+        dim = self.encoder.dim or (manifest or {}).get("embedding_dim")
+        if not dim:  # dynamic last axis and no manifest: ask the graph once
+            ids, mask = self.tokenizer.pad(self.tokenizer.encode([""]), self.encoder.id_dtype)
+            dim = int(self.encoder.run(ids, mask).shape[-1])
+        self.dim = int(dim)
+
+    @classmethod
+    def load(cls, model, variant="auto", threads=None, *, revision=None, max_length=None, verify=True):
+        """Load an exported model folder, or a Hub repo holding one.
+
+        Args:
+            model: local folder path, or Hub repo id (downloaded with huggingface-hub; the HF cache and
+                ``HF_HUB_OFFLINE=1`` are honoured). A local folder is never looked up online.
+            variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"auto"`` (see :func:`choose_variant`).
+            threads: ONNX Runtime intra-op threads (see the class).
+            revision: Hub branch, tag or commit; ignored for local folders.
+            max_length: override the manifest's max length (at most the manifest's).
+            verify: check the sha256 of the ONNX file and tokenizer against the manifest (default True).
+
+        Raises:
+            ModelFolderError: the folder or a file is missing (message names both), or the variant is absent.
+            IntegrityError: a file's sha256 differs from the manifest.
+            InvalidInputError: a bad ``variant``, ``threads`` or ``max_length``.
+        """
+        if variant != "auto" and variant not in VARIANTS:
+            raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
+
+        def files_for(manifest):
+            return [manifest["variants"][choose_variant(manifest, variant)]["file"]]
+
+        folder, manifest = fetch_model_folder(model, files_for, revision)
+        chosen = choose_variant(manifest, variant)
+        model_file = manifest["variants"][chosen].get("file", VARIANT_FILES[chosen])
+        model_path = check_file(folder, model_file, manifest, verify)
+        tokenizer_path = check_file(folder, TOKENIZER_FILE, manifest, verify)
+        limit = int(manifest["max_length"])
+        if max_length is None:
+            max_length = limit
+        elif isinstance(max_length, int) and not isinstance(max_length, bool) and max_length > limit:
+            raise InvalidInputError(f"max_length {max_length} is over the model's {limit}")
+        return cls(model_path, tokenizer_path, max_length=max_length, threads=threads,
+                   pad_token_id=manifest.get("pad_token_id"), variant=chosen, manifest=manifest)
+
+    @property
+    def max_length(self):
+        """Tokens per text, special tokens included."""
+        return self.tokenizer.max_length
+
+    @property
+    def threads(self):
+        """ONNX Runtime intra-op thread count."""
+        return self.encoder.threads
+
+    def tokenize(self, texts, truncate=True):
+        """Token ids of each text exactly as :meth:`embed` feeds them (special tokens included).
+
+        Returns:
+            list of lists of int, one per text.
+
+        Raises:
+            InvalidInputError: as :meth:`embed`.
+        """
+        return self.tokenizer.encode(as_text_list(texts), truncate)
+
+    def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+        """Embed texts as given (no prefix added).
+
+        Texts are tokenised, sorted by length and run in batches padded to their longest text; results
+        come back in input order. A text over :attr:`max_length` tokens is truncated (its first
+        ``max_length - 1`` word pieces and ``[SEP]``), or refused when ``truncate=False``. An empty or
+        whitespace-only text is embedded as ``[CLS] [SEP]``.
+
+        Args:
+            texts: a ``str`` (one text) or an iterable of ``str``.
+            batch_size: texts per forward pass, a positive int.
+            truncate: cut over-long texts (default) or refuse them.
+
+        Returns:
+            ``(n, dim)`` float32 (dim 384 for e5-small), each row of unit L2 norm; ``(0, dim)`` for no texts.
+
+        Raises:
+            InvalidInputError: a non-``str`` item (``None``, bytes, ...), a lone surrogate, an over-long
+                text with ``truncate=False`` (each naming the index), or a bad ``batch_size``.
+            E5OnnxError: the model produced non-finite values (a broken graph).
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        texts = as_text_list(texts)
+        if not truncate:  # refuse before computing anything
+            for start in range(0, len(texts), TOKENIZE_CHUNK):
+                self.tokenizer.encode(texts[start:start + TOKENIZE_CHUNK], False, first_index=start)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            chunk = texts[start:start + TOKENIZE_CHUNK]
+            rows = self.tokenizer.encode(chunk, truncate=True, first_index=start)
+            order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+            for b in range(0, len(order), batch_size):
+                idx = order[b:b + batch_size]
+                where = [start + i for i in idx]
+                out[where] = self._forward([rows[i] for i in idx], where)
+        return out
+
+    def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+        """Embed search queries: ``"query: "`` is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
+
+        Returns and raises as :meth:`embed`.
+        """
+        return self.embed(add_prefix(as_text_list(texts), QUERY_PREFIX), batch_size, truncate)
+
+    def embed_passages(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+        """Embed documents: ``"passage: "`` is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
+
+        Returns and raises as :meth:`embed`.
+        """
+        return self.embed(add_prefix(as_text_list(texts), PASSAGE_PREFIX), batch_size, truncate)
+
+    def _forward(self, rows, where):
+        input_ids, attention_mask = self.tokenizer.pad(rows, self.encoder.id_dtype)
+        hidden = self.encoder.run(input_ids, attention_mask)
+        vectors = l2_normalize(mean_pool(hidden, attention_mask))
+        if not np.isfinite(vectors).all():
+            raise E5OnnxError(
+                f"the model produced non-finite values for texts {where[:8]}{' ...' if len(where) > 8 else ''}: "
+                f"the ONNX file {str(self.model_path)!r} is broken"
+            )
+        return vectors
+
+    def __repr__(self):
+        return (f"Embedder(model_path={str(self.model_path)!r}, variant={self.variant!r}, dim={self.dim}, "
+                f"max_length={self.max_length}, threads={self.threads})")

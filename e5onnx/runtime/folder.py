@@ -1,0 +1,78 @@
+"""Find a model folder: a local path, or a Hugging Face Hub repository holding an e5onnx export.
+
+Hub repositories are fetched with huggingface-hub, so its cache and ``HF_HUB_OFFLINE=1`` apply; only the
+manifest, the tokenizer and the requested variant's files are downloaded. A local folder is used as it is,
+with no network access at all.
+"""
+
+import re
+from pathlib import Path
+
+from ..config import MANIFEST_FILE, TOKENIZER_FILE
+from ..errors import ModelFolderError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+def is_local(model):
+    """True when ``model`` names an existing local path."""
+    return Path(model).expanduser().exists()
+
+
+def local_folder(model):
+    """Resolve a local model folder path.
+
+    Raises:
+        ModelFolderError: the path exists but is not a folder.
+    """
+    path = Path(model).expanduser().resolve()
+    if not path.is_dir():
+        raise ModelFolderError(f"{str(model)!r} is not a folder")
+    return path
+
+
+def hub_download(repo_id, revision=None, files=(MANIFEST_FILE,)):
+    """Download ``files`` of Hub model repo ``repo_id`` at ``revision`` (cache honoured); return the folder.
+
+    Raises:
+        ModelFolderError: ``repo_id`` is neither an existing path nor a valid repo id, or the download
+            failed (offline without a cached copy, unknown repo or revision, missing file).
+    """
+    if not _REPO_ID.match(str(repo_id)):
+        raise ModelFolderError(f"{str(repo_id)!r} is neither an existing folder nor a Hugging Face repo id")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HfHubHTTPError
+
+    try:
+        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(files))
+    except (HfHubHTTPError, OSError, ValueError) as exc:  # LocalEntryNotFoundError is an OSError/ValueError
+        raise ModelFolderError(
+            f"could not get {list(files)} of {repo_id!r} (revision {revision or 'main'}) from the Hugging Face "
+            f"Hub or its cache: {type(exc).__name__}: {exc}"
+        ) from exc
+    folder = Path(folder)
+    missing = [f for f in files if not (folder / f).exists() and "*" not in f]
+    if missing:
+        raise ModelFolderError(f"Hub repo {repo_id!r} has no {missing} (is it an e5onnx export?)")
+    return folder
+
+
+def fetch_model_folder(model, files_for, revision=None):
+    """Return a local folder holding ``manifest.json`` and the files ``files_for(manifest)`` lists.
+
+    Args:
+        model: a local folder path or a Hub repo id.
+        files_for: callable ``manifest -> list[str]`` naming the files needed besides the manifest.
+        revision: Hub revision (branch, tag or commit); ignored for local folders.
+    """
+    from .manifest import read_manifest
+
+    if is_local(model):
+        folder = local_folder(model)
+        return folder, read_manifest(folder)
+    folder = hub_download(model, revision, files=(MANIFEST_FILE,))
+    manifest = read_manifest(folder)
+    needed = [MANIFEST_FILE, TOKENIZER_FILE, *files_for(manifest)]
+    # Pin the second download to the commit the manifest came from, so the files match it.
+    folder = hub_download(model, folder.name, files=needed)
+    return folder, manifest

@@ -1,0 +1,98 @@
+"""One ONNX Runtime CPU session per model, with thread settings and a feed built from declared inputs."""
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from ..config import KNOWN_INPUTS, OUTPUT_NAME, THREADS_ENV
+from ..errors import InvalidInputError, ModelFolderError
+from .cpu import available_cpus
+
+_ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def default_threads():
+    """Intra-op thread count: ``$E5ONNX_THREADS`` if set, else the CPUs this process may use."""
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise InvalidInputError(f"{THREADS_ENV}={env!r} is not a whole number") from None
+        if value < 1:
+            raise InvalidInputError(f"{THREADS_ENV}={env!r} must be at least 1")
+        return value
+    return available_cpus()
+
+
+class OnnxEncoder:
+    """An ONNX Runtime session that maps padded token ids to ``last_hidden_state``.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (default :func:`default_threads`); inter-op is 1 (sequential graph).
+
+    Raises:
+        ModelFolderError: the file is not a loadable ONNX model, declares an input other than
+            ``input_ids`` / ``attention_mask`` / ``token_type_ids``, or has no ``last_hidden_state`` output.
+        InvalidInputError: ``threads`` is not a positive integer.
+    """
+
+    def __init__(self, path, threads=None):
+        if threads is None:
+            threads = default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InvalidInputError(f"threads must be a positive int, got {threads!r}")
+        self.threads = threads
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+            raise ModelFolderError(f"onnxruntime cannot load {str(path)!r}: {exc}") from exc
+        self.inputs = {}
+        for arg in self.session.get_inputs():
+            if arg.name not in KNOWN_INPUTS or arg.type not in _ORT_INT_TYPES:
+                raise ModelFolderError(
+                    f"{str(path)!r} declares input {arg.name!r} of type {arg.type}; e5onnx feeds only "
+                    f"{', '.join(KNOWN_INPUTS)} as int64/int32"
+                )
+            self.inputs[arg.name] = _ORT_INT_TYPES[arg.type]
+        if "input_ids" not in self.inputs:
+            raise ModelFolderError(f"{str(path)!r} declares no 'input_ids' input")
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if OUTPUT_NAME not in outputs:
+            raise ModelFolderError(f"{str(path)!r} has no {OUTPUT_NAME!r} output (outputs: {sorted(outputs)})")
+        dim = outputs[OUTPUT_NAME].shape[-1]
+        self.dim = dim if isinstance(dim, int) else None
+
+    @property
+    def id_dtype(self):
+        """NumPy dtype of the ``input_ids`` input (int64 for optimum exports)."""
+        return self.inputs["input_ids"]
+
+    def run(self, input_ids, attention_mask):
+        """Run the graph on one padded batch.
+
+        Args:
+            input_ids: ``(batch, seq)`` of :attr:`id_dtype`.
+            attention_mask: ``(batch, seq)`` of the same dtype, 1 for real tokens.
+
+        Returns:
+            ``(batch, seq, dim)`` float32 ``last_hidden_state``.
+        """
+        feed = {}
+        for name, dtype in self.inputs.items():
+            if name == "input_ids":
+                feed[name] = input_ids.astype(dtype, copy=False)
+            elif name == "attention_mask":
+                feed[name] = attention_mask.astype(dtype, copy=False)
+            else:  # token_type_ids: a single segment
+                feed[name] = np.zeros(input_ids.shape, dtype=dtype)
+        (hidden,) = self.session.run([OUTPUT_NAME], feed)
+        return hidden

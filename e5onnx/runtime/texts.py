@@ -1,0 +1,60 @@
+"""Validation and e5 prefixing of input texts, before any tokenisation.
+
+Accepted input: a single ``str`` (one text) or an iterable of ``str``. Everything else is refused with an
+:class:`~e5onnx.errors.InvalidInputError` that names the offending index and the reason.
+"""
+
+from ..errors import InvalidInputError
+
+
+def as_text_list(texts):
+    """Return ``texts`` as a list of valid ``str``.
+
+    Args:
+        texts: a ``str`` (treated as one text) or an iterable (list, tuple, generator) of ``str``.
+
+    Raises:
+        InvalidInputError: ``texts`` is ``None``, ``bytes`` or not iterable; or an item is not a ``str``
+            (``None``, ``bytes``, numbers, ...) or holds a lone surrogate (not encodable as UTF-8).
+            The message names the item's index.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    elif texts is None or isinstance(texts, (bytes, bytearray, memoryview)):
+        raise InvalidInputError(
+            f"texts must be a str or a list of str, got {type(texts).__name__}"
+            + ("; decode bytes to str first" if texts is not None else "")
+        )
+    else:
+        try:
+            texts = list(texts)
+        except TypeError:
+            raise InvalidInputError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            hint = "; decode bytes to str first" if isinstance(text, (bytes, bytearray)) else ""
+            raise InvalidInputError(f"texts[{i}]: expected str, got {type(text).__name__}{hint}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"texts[{i}]: lone surrogate {text[exc.start]!r} at character {exc.start} "
+                "is not valid Unicode text"
+            ) from None
+    return texts
+
+
+def has_prefix(text, prefix):
+    """True when ``text`` already starts with ``prefix`` as the uncased e5 tokenizer sees it.
+
+    The rule: leading whitespace is ignored, case is ignored, and the space after the colon is optional,
+    because BERT's uncased tokenizer gives ``"query: x"``, ``"Query: x"``, ``"  QUERY:x"`` the very same
+    tokens. Any other start (``"query x"``, ``"passage: x"`` when asking for queries) gets the prefix.
+    """
+    head = prefix.rstrip()
+    return text.lstrip()[: len(head)].casefold() == head.casefold()
+
+
+def add_prefix(texts, prefix):
+    """Prefix every text with ``prefix`` exactly once (see :func:`has_prefix` for the rule)."""
+    return [t if has_prefix(t, prefix) else prefix + t for t in texts]

@@ -1,0 +1,85 @@
+"""WordPiece tokenisation with the Rust ``tokenizers`` library, truncation and padding set explicitly.
+
+The settings stored in ``tokenizer.json`` (all-MiniLM's, for example, pad every text to 128 and truncate at
+128) are overridden: no padding (batches are padded to their longest text by the embedder) and
+truncation at the model folder's ``max_length`` counted with the special tokens, as Hugging Face's fast
+tokenizer does with ``truncation=True, max_length=N``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from ..errors import InvalidInputError, ModelFolderError
+
+
+class TextTokenizer:
+    """Tokenise texts into ``input_ids`` and pad batches.
+
+    Args:
+        path: ``tokenizer.json`` of a Hugging Face fast tokenizer.
+        max_length: largest number of tokens per text, special tokens included.
+        pad_token_id: id used for padding; by default the id of ``[PAD]`` (else 0).
+
+    Raises:
+        ModelFolderError: the file cannot be read as a tokenizer.
+    """
+
+    def __init__(self, path, max_length, pad_token_id=None):
+        path = Path(path)
+        try:
+            self._truncating = Tokenizer.from_file(str(path))
+            self._full = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise ModelFolderError(f"cannot read tokenizer {str(path)!r}: {exc}") from exc
+        self.max_length = int(max_length)
+        for tok in (self._truncating, self._full):
+            tok.no_padding()
+            tok.no_truncation()
+        self._truncating.enable_truncation(self.max_length)
+        if pad_token_id is None:
+            pad_token_id = self._full.token_to_id("[PAD]")
+        self.pad_token_id = int(pad_token_id or 0)
+
+    def encode(self, texts, truncate=True, first_index=0):
+        """Token ids of each text, special tokens included.
+
+        Args:
+            texts: list of validated ``str``.
+            truncate: cut each text to ``max_length`` tokens; when False, a longer text is refused.
+            first_index: index of ``texts[0]`` in the caller's list, for error messages.
+
+        Returns:
+            list of lists of int.
+
+        Raises:
+            InvalidInputError: ``truncate`` is False and ``texts[i]`` has more than ``max_length`` tokens
+                (the message gives the index and the token count).
+        """
+        if not texts:
+            return []
+        tok = self._truncating if truncate else self._full
+        ids = [enc.ids for enc in tok.encode_batch(texts, add_special_tokens=True)]
+        if not truncate:
+            for i, row in enumerate(ids):
+                if len(row) > self.max_length:
+                    raise InvalidInputError(
+                        f"texts[{first_index + i}] has {len(row)} tokens, over max_length {self.max_length}, and truncation "
+                        "is off (pass truncate=True to cut it)"
+                    )
+        return ids
+
+    def pad(self, rows, dtype=np.int64):
+        """Pad token-id rows to the longest one.
+
+        Returns:
+            ``(input_ids, attention_mask)``, both ``(len(rows), longest)`` of ``dtype``.
+        """
+        longest = max(len(r) for r in rows)
+        input_ids = np.full((len(rows), longest), self.pad_token_id, dtype=dtype)
+        attention_mask = np.zeros((len(rows), longest), dtype=dtype)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = row
+            attention_mask[i, : len(row)] = 1
+        return input_ids, attention_mask
