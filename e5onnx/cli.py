@@ -184,7 +184,10 @@ def _cmd_embed(args):
     if args.output:
         from .runtime.manifest import write_npy_atomic
 
-        write_npy_atomic(args.output, vectors)
+        try:
+            write_npy_atomic(args.output, vectors)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write --output {args.output!r}: {exc.strerror or exc}") from None
         print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {args.output}", file=sys.stderr)
     else:
         out = sys.stdout

@@ -48,6 +48,11 @@ def choose_variant(manifest, variant):
     return variant
 
 
+def variant_file(manifest, variant):
+    """The ONNX file of ``variant``: the manifest's ``file`` entry, else the default name."""
+    return manifest["variants"][variant].get("file", VARIANT_FILES[variant])
+
+
 class Embedder:
     """Embed texts with an exported ONNX model: tokenise → run the graph → masked mean pool → L2 normalise.
 
@@ -106,11 +111,11 @@ class Embedder:
             raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
 
         def files_for(manifest):
-            return [manifest["variants"][choose_variant(manifest, variant)]["file"]]
+            return [variant_file(manifest, choose_variant(manifest, variant))]
 
         folder, manifest = fetch_model_folder(model, files_for, revision)
         chosen = choose_variant(manifest, variant)
-        model_file = manifest["variants"][chosen].get("file", VARIANT_FILES[chosen])
+        model_file = variant_file(manifest, chosen)
         model_path = check_file(folder, model_file, manifest, verify)
         tokenizer_path = check_file(folder, TOKENIZER_FILE, manifest, verify)
         limit = int(manifest["max_length"])
@@ -146,8 +151,8 @@ class Embedder:
         """Embed texts as given (no prefix added).
 
         Texts are tokenised, sorted by length and run in batches padded to their longest text; results
-        come back in input order. A text over :attr:`max_length` tokens is truncated (its first
-        ``max_length - 1`` word pieces and ``[SEP]``), or refused when ``truncate=False``. An empty or
+        come back in input order. A text over :attr:`max_length` tokens is truncated to ``[CLS]``, its first
+        ``max_length - 2`` word pieces and ``[SEP]``, or refused when ``truncate=False``. An empty or
         whitespace-only text is embedded as ``[CLS] [SEP]``.
 
         Args:

@@ -1,0 +1,563 @@
+"""Loading model folders: variants, missing / corrupt / tampered files, manifest checks, threads, no network.
+
+Every test that tampers with a folder works on a copy of the session-scoped ``tiny_export`` fixture.
+"""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from e5onnx.config import MANIFEST_FILE, THREADS_ENV, TOKENIZER_FILE, VARIANT_FILES
+from e5onnx.errors import E5OnnxError, IntegrityError, InvalidInputError, ModelFolderError
+from e5onnx.runtime import cpu
+from e5onnx.runtime.embedder import Embedder
+from e5onnx.runtime.manifest import (
+    check_file,
+    read_manifest,
+    sha256_file,
+    write_json_atomic,
+)
+
+TEXTS = [
+    "query: how much protein should a female eat",
+    "passage: paris is the capital of france",
+    "hello world",
+    "the summit of the city",
+]
+
+
+@pytest.fixture
+def folder(tiny_export, tmp_path):
+    """A private, resolved copy of the tiny export that the test may tamper with."""
+    dest = tmp_path / "model"
+    shutil.copytree(tiny_export, dest)
+    return dest.resolve()
+
+
+def _manifest(folder):
+    return json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+
+
+def _write_manifest(folder, manifest):
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _assert_unit_rows(vectors, dim):
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(TEXTS), dim)
+    assert np.all(np.isfinite(vectors))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Variants
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_every_variant_loads_and_matches_fp32(folder):
+    manifest = _manifest(folder)
+    assert set(manifest["variants"]) == {"fp32", "optimized", "int8"}
+    assert manifest["variants"]["optimized"]["parity"]["passed"] is True
+
+    loaded = {v: Embedder.load(folder, variant=v, threads=1) for v in ("fp32", "optimized", "int8", "auto")}
+    for name in ("fp32", "optimized", "int8"):
+        assert loaded[name].variant == name
+        assert loaded[name].model_path == folder / VARIANT_FILES[name]
+    assert loaded["auto"].variant == "optimized"
+    assert loaded["auto"].model_path == folder / VARIANT_FILES["optimized"]
+
+    dim = manifest["embedding_dim"]
+    vectors = {name: e.embed(TEXTS) for name, e in loaded.items()}
+    for name, v in vectors.items():
+        assert loaded[name].dim == dim
+        assert loaded[name].max_length == manifest["max_length"]
+        _assert_unit_rows(v, dim)
+
+    ref = vectors["fp32"]
+    assert np.abs(vectors["optimized"] - ref).max() < 1e-5
+    assert np.abs(vectors["auto"] - ref).max() < 1e-5
+    cosines = np.sum(vectors["int8"] * ref, axis=1)
+    assert cosines.min() > 0.95
+    assert cosines.mean() > 0.99
+
+
+def test_load_accepts_a_str_path(folder):
+    embedder = Embedder.load(str(folder), variant="fp32", threads=1)
+    assert embedder.variant == "fp32"
+    assert embedder.manifest == _manifest(folder)
+
+
+def test_revision_is_ignored_for_a_local_folder(folder):
+    assert Embedder.load(folder, variant="fp32", threads=1, revision="no-such-branch").variant == "fp32"
+
+
+def test_auto_falls_back_to_fp32_when_optimized_parity_failed(folder):
+    manifest = _manifest(folder)
+    manifest["variants"]["optimized"]["parity"]["passed"] = False
+    _write_manifest(folder, manifest)
+    assert Embedder.load(folder, threads=1).variant == "fp32"
+
+
+def test_auto_falls_back_to_fp32_without_optimized_variant(folder):
+    manifest = _manifest(folder)
+    del manifest["variants"]["optimized"]
+    _write_manifest(folder, manifest)
+    assert Embedder.load(folder, variant="auto", threads=1).variant == "fp32"
+
+
+def test_unknown_variant_name_is_invalid_input(folder):
+    with pytest.raises(InvalidInputError, match="fp16"):
+        Embedder.load(folder, variant="fp16")
+
+
+def test_absent_variant_lists_the_available_ones(folder):
+    manifest = _manifest(folder)
+    del manifest["variants"]["int8"]
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, variant="int8", threads=1)
+    assert not isinstance(info.value, IntegrityError)
+    message = str(info.value)
+    assert "'int8'" in message
+    assert "fp32" in message and "optimized" in message
+    # the other variants still load
+    assert Embedder.load(folder, variant="optimized", threads=1).variant == "optimized"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Missing files
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_missing_model_file_names_file_and_folder(folder):
+    (folder / "model.onnx").unlink()
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, variant="fp32", threads=1)
+    assert type(info.value) is ModelFolderError
+    assert "model.onnx" in str(info.value)
+    assert str(folder) in str(info.value)
+
+
+def test_missing_tokenizer_names_file_and_folder(folder):
+    (folder / TOKENIZER_FILE).unlink()
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, variant="fp32", threads=1)
+    assert type(info.value) is ModelFolderError
+    assert TOKENIZER_FILE in str(info.value)
+    assert str(folder) in str(info.value)
+
+
+def test_missing_manifest(folder):
+    (folder / MANIFEST_FILE).unlink()
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, threads=1)
+    assert type(info.value) is ModelFolderError
+    assert MANIFEST_FILE in str(info.value)
+    assert str(folder) in str(info.value)
+
+
+def test_only_the_needed_files_are_checked(folder):
+    (folder / "model.onnx").unlink()
+    embedder = Embedder.load(folder, variant="int8", threads=1)
+    assert embedder.variant == "int8"
+    _assert_unit_rows(embedder.embed(TEXTS), _manifest(folder)["embedding_dim"])
+    assert Embedder.load(folder, variant="auto", threads=1).variant == "optimized"
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(ModelFolderError, match="manifest.json"):
+        Embedder.load(tmp_path, threads=1)
+
+
+def test_path_that_is_a_file(folder):
+    path = folder / "model.onnx"
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(path, threads=1)
+    assert "not a folder" in str(info.value)
+    assert "model.onnx" in str(info.value)
+    with pytest.raises(ModelFolderError):
+        Embedder.load(str(folder / MANIFEST_FILE), threads=1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Corrupt files and the integrity check
+# --------------------------------------------------------------------------------------------------------
+
+
+def _flip_byte(path, offset=None):
+    data = bytearray(path.read_bytes())
+    offset = len(data) // 2 if offset is None else offset
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_byte_is_an_integrity_error(folder):
+    path = folder / "model.onnx"
+    size = path.stat().st_size
+    _flip_byte(path)
+    assert path.stat().st_size == size
+    with pytest.raises(IntegrityError) as info:
+        Embedder.load(folder, variant="fp32", threads=1)
+    assert isinstance(info.value, ModelFolderError)
+    message = str(info.value)
+    assert "sha256" in message
+    assert "model.onnx" in message
+    assert str(folder) in message
+    assert _manifest(folder)["files"]["model.onnx"]["sha256"] in message
+
+
+def test_flipped_byte_in_tokenizer_is_an_integrity_error(folder):
+    path = folder / TOKENIZER_FILE
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"[UNK]", b"[UNX]", 1))
+    with pytest.raises(IntegrityError, match="sha256") as info:
+        Embedder.load(folder, variant="fp32", threads=1)
+    assert TOKENIZER_FILE in str(info.value)
+
+
+def test_truncated_file_is_an_integrity_error_naming_the_size(folder):
+    path = folder / "model_optimized.onnx"
+    recorded = _manifest(folder)["files"]["model_optimized.onnx"]["size"]
+    with open(path, "r+b") as f:
+        f.truncate(recorded - 100)
+    with pytest.raises(IntegrityError) as info:
+        Embedder.load(folder, variant="optimized", threads=1)
+    message = str(info.value)
+    assert str(recorded) in message
+    assert str(recorded - 100) in message
+    assert "bytes" in message
+    assert "model_optimized.onnx" in message
+    assert str(folder) in message
+
+
+def test_verify_false_skips_the_checksum(folder):
+    _flip_byte(folder / "model.onnx")
+    try:
+        embedder = Embedder.load(folder, variant="fp32", threads=1, verify=False)
+    except IntegrityError:  # pragma: no cover - the failure this test exists for
+        pytest.fail("verify=False must not check the sha256")
+    except ModelFolderError:
+        return  # onnxruntime refused the damaged graph: acceptable
+    assert embedder.variant == "fp32"
+
+
+def test_verify_false_skips_the_size_check(folder):
+    # The file is replaced by another valid graph of a different size: it loads without verification.
+    shutil.copy(folder / "model_int8.onnx", folder / "model.onnx")
+    with pytest.raises(IntegrityError, match="bytes"):
+        Embedder.load(folder, variant="fp32", threads=1)
+    embedder = Embedder.load(folder, variant="fp32", threads=1, verify=False)
+    _assert_unit_rows(embedder.embed(TEXTS), _manifest(folder)["embedding_dim"])
+
+
+def test_garbage_onnx_without_verify_is_a_model_folder_error(folder):
+    (folder / "model.onnx").write_bytes(b"this is not an onnx graph")
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, variant="fp32", threads=1, verify=False)
+    assert not isinstance(info.value, IntegrityError)
+    assert "model.onnx" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bad manifests
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_manifest_not_json(folder):
+    (folder / MANIFEST_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelFolderError, match="not readable JSON") as info:
+        Embedder.load(folder, threads=1)
+    assert str(folder / MANIFEST_FILE) in str(info.value)
+
+
+def test_manifest_not_utf8(folder):
+    (folder / MANIFEST_FILE).write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ModelFolderError, match="not readable JSON"):
+        Embedder.load(folder, threads=1)
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"e5onnx-model"', "3"])
+def test_manifest_not_an_object(folder, content):
+    (folder / MANIFEST_FILE).write_text(content, encoding="utf-8")
+    with pytest.raises(ModelFolderError, match="not an e5onnx manifest"):
+        Embedder.load(folder, threads=1)
+
+
+def test_manifest_wrong_format(folder):
+    manifest = _manifest(folder)
+    manifest["format"] = "something-else"
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, threads=1)
+    assert "not an e5onnx manifest" in str(info.value)
+    assert "e5onnx-model" in str(info.value)
+    assert str(folder / MANIFEST_FILE) in str(info.value)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_manifest_wrong_format_version(folder, version):
+    manifest = _manifest(folder)
+    manifest["format_version"] = version
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, threads=1)
+    message = str(info.value)
+    assert "format_version" in message
+    assert repr(version) in message
+    assert "version 1" in message
+
+
+@pytest.mark.parametrize("key", ["files", "variants", "embedding_dim", "max_length"])
+def test_manifest_missing_required_key(folder, key):
+    manifest = _manifest(folder)
+    del manifest[key]
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError, match=repr(key)):
+        Embedder.load(folder, threads=1)
+
+
+def test_file_not_listed_in_manifest(folder):
+    manifest = _manifest(folder)
+    del manifest["files"]["model.onnx"]
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError) as info:
+        Embedder.load(folder, variant="fp32", threads=1)
+    assert not isinstance(info.value, IntegrityError)
+    assert "model.onnx" in str(info.value) and "not listed" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------------
+# No network for local folders
+# --------------------------------------------------------------------------------------------------------
+
+_NO_NETWORK = textwrap.dedent(
+    """
+    import socket, sys
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise OSError("network access attempted: " + repr(args))
+
+    socket.socket.connect = refuse
+    socket.socket.connect_ex = refuse
+    socket.create_connection = refuse
+
+    from e5onnx.runtime.embedder import Embedder
+
+    embedder = Embedder.load(sys.argv[1], threads=1)
+    vectors = embedder.embed(["hello world", "paris is a city"])
+    assert vectors.shape == (2, embedder.dim), vectors.shape
+    assert not calls, calls
+    # the runtime is torch-free (e5onnx.runtime's docstring)
+    heavy = sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)
+    assert not heavy, heavy
+    print("OK", embedder.variant)
+    """
+)
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative-name-like-a-repo-id"])
+def test_local_folder_makes_no_network_calls(tiny_export, tmp_path, relative):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: nothing to fall back on
+    # "tiny-onnx" relative to its parent is also a syntactically valid Hub repo id: the local folder wins.
+    model, cwd = (tiny_export.name, tiny_export.parent) if relative else (str(tiny_export), tmp_path)
+    result = subprocess.run([sys.executable, "-c", _NO_NETWORK, model], env=env, cwd=cwd,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["OK", "optimized"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Threads and CPUs
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_explicit_threads(tiny_export, monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "3")  # an explicit argument wins over the environment
+    embedder = Embedder.load(tiny_export, variant="fp32", threads=1)
+    assert embedder.threads == 1
+    assert embedder.encoder.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_default_threads_are_the_available_cpus(tiny_export, monkeypatch):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    expected = len(os.sched_getaffinity(0))
+    limit = cpu._cgroup_cpu_limit()
+    if limit is not None:
+        expected = min(expected, max(1, math.ceil(limit)))
+    assert cpu.available_cpus() == expected
+    assert Embedder.load(tiny_export, variant="fp32").threads == expected
+
+
+def test_threads_from_environment(tiny_export, monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert Embedder.load(tiny_export, variant="fp32").threads == 1
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_bad_threads_environment(tiny_export, monkeypatch, value):
+    monkeypatch.setenv(THREADS_ENV, value)
+    with pytest.raises(InvalidInputError) as info:
+        Embedder.load(tiny_export, variant="fp32")
+    assert THREADS_ENV in str(info.value)
+    assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.0, "2", True])
+def test_bad_threads_argument(tiny_export, threads):
+    with pytest.raises(InvalidInputError, match="threads"):
+        Embedder.load(tiny_export, variant="fp32", threads=threads)
+
+
+def test_cgroup_v2_quota(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cpu._cgroup_cpu_limit(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("400000 100000\n")
+    assert cpu._cgroup_cpu_limit(str(tmp_path)) == 4.0
+
+
+def test_cgroup_v2_unlimited(tmp_path):
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpu._cgroup_cpu_limit(tmp_path) is None
+
+
+def test_cgroup_v1_unlimited(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu._cgroup_cpu_limit(tmp_path) is None
+
+
+def test_cgroup_v1_quota(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("250000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu._cgroup_cpu_limit(tmp_path) == 2.5
+
+
+def test_cgroup_unknown(tmp_path):
+    assert cpu._cgroup_cpu_limit(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("garbage\n")
+    assert cpu._cgroup_cpu_limit(tmp_path) is None
+
+
+@pytest.mark.parametrize("limit, cap", [(0.5, 1), (1.5, 2), (None, None), (1000.0, None)])
+def test_available_cpus_caps_by_quota(monkeypatch, limit, cap):
+    affinity = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(cpu, "_cgroup_cpu_limit", lambda root="/sys/fs/cgroup": limit)
+    expected = affinity if cap is None else min(affinity, cap)
+    assert cpu.available_cpus() == expected
+
+
+# --------------------------------------------------------------------------------------------------------
+# e5onnx.runtime.manifest helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_sha256_file(tmp_path):
+    path = tmp_path / "data.bin"
+    data = os.urandom(3000) + b"e5onnx"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert sha256_file(str(empty)) == hashlib.sha256(b"").hexdigest()
+
+
+def test_sha256_file_over_one_chunk(tmp_path):
+    path = tmp_path / "big.bin"
+    data = os.urandom((1 << 20) * 2 + 17)
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_write_json_atomic(tmp_path):
+    target = tmp_path / "out" / "data.json"
+    target.parent.mkdir()
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(target, {"a": 1, "text": "café 東京"})
+        assert "café 東京" in target.read_text(encoding="utf-8")  # ensure_ascii=False
+        assert json.loads(target.read_text(encoding="utf-8")) == {"a": 1, "text": "café 東京"}
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        # overwriting replaces the file, still without leftovers
+        write_json_atomic(target, [1, 2, 3])
+        assert json.loads(target.read_text(encoding="utf-8")) == [1, 2, 3]
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["data.json"]
+    assert target.read_text(encoding="utf-8").endswith("\n")
+
+
+def test_write_json_atomic_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "data.json"
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"not serialisable": object()})
+    assert list(tmp_path.iterdir()) == []
+    # an existing file survives a failed rewrite untouched
+    write_json_atomic(target, {"keep": True})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"bad": {1, 2}})
+    assert json.loads(target.read_text(encoding="utf-8")) == {"keep": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["data.json"]
+
+
+def test_read_manifest_of_the_fixture(tiny_export):
+    manifest = read_manifest(tiny_export)
+    assert manifest["format"] == "e5onnx-model"
+    assert manifest["format_version"] == 1
+    for name, entry in manifest["files"].items():
+        assert entry["size"] == (tiny_export / name).stat().st_size
+        assert entry["sha256"] == sha256_file(tiny_export / name)
+
+
+def test_check_file(folder):
+    manifest = _manifest(folder)
+    assert check_file(folder, "model.onnx", manifest) == folder / "model.onnx"
+    assert check_file(str(folder), TOKENIZER_FILE, manifest, verify_checksum=False) == folder / TOKENIZER_FILE
+
+    # missing
+    with pytest.raises(ModelFolderError) as info:
+        check_file(folder, "nope.onnx", manifest)
+    assert type(info.value) is ModelFolderError
+    assert "nope.onnx" in str(info.value) and str(folder) in str(info.value)
+
+    # present but not listed
+    (folder / "extra.onnx").write_bytes(b"x")
+    with pytest.raises(ModelFolderError) as info:
+        check_file(folder, "extra.onnx", manifest)
+    assert type(info.value) is ModelFolderError
+    assert "extra.onnx" in str(info.value) and "not listed" in str(info.value)
+
+    # size mismatch
+    bad = json.loads(json.dumps(manifest))
+    bad["files"]["model.onnx"]["size"] += 1
+    with pytest.raises(IntegrityError, match="bytes"):
+        check_file(folder, "model.onnx", bad)
+    assert check_file(folder, "model.onnx", bad, verify_checksum=False) == folder / "model.onnx"
+
+    # sha256 mismatch
+    bad = json.loads(json.dumps(manifest))
+    bad["files"]["model.onnx"]["sha256"] = "0" * 64
+    with pytest.raises(IntegrityError, match="sha256"):
+        check_file(folder, "model.onnx", bad)
+    assert check_file(folder, "model.onnx", bad, verify_checksum=False) == folder / "model.onnx"
+
+
+def test_errors_form_one_hierarchy():
+    assert issubclass(IntegrityError, ModelFolderError)
+    assert issubclass(ModelFolderError, E5OnnxError)
+    assert issubclass(InvalidInputError, ValueError)
