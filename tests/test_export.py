@@ -1,0 +1,104 @@
+"""Export is atomic: a failure at any step leaves nothing at the output path, and --force replaces safely."""
+
+import json
+
+import pytest
+
+from e5onnx.cli import main
+from e5onnx.config import MANIFEST_FILE, ParityTolerances
+from e5onnx.errors import ExportError, ParityError
+from e5onnx.export import export_model, graph
+
+
+def _leftovers(parent):
+    return sorted(p.name for p in parent.iterdir())
+
+
+def test_parity_failure_leaves_nothing(tmp_path, tiny_bert_dir):
+    out = tmp_path / "model"
+    with pytest.raises(ParityError) as info:
+        export_model(str(tiny_bert_dir), out, max_length=128, tolerances=ParityTolerances(fp32_max_abs=0.0))
+    assert "parity check failed for fp32" in str(info.value)
+    assert info.value.report["fp32"]["max_abs_diff"] > 0
+    assert _leftovers(tmp_path) == []  # neither the output nor a hidden partial folder
+
+
+def test_failure_mid_way_leaves_nothing(tmp_path, tiny_bert_dir, monkeypatch):
+    def boom(src, dst):
+        dst.write_bytes(b"half a model")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(graph, "quantize_int8", boom)
+    out = tmp_path / "model"
+    with pytest.raises(ExportError, match="disk full"):
+        export_model(str(tiny_bert_dir), out, quantize="int8", max_length=128)
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupt_leaves_nothing(tmp_path, tiny_bert_dir, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(graph, "optimize", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(str(tiny_bert_dir), tmp_path / "model", optimize="O2", max_length=128)
+    assert _leftovers(tmp_path) == []
+
+
+def test_force_replaces_and_failed_force_keeps_the_old_folder(tmp_path, tiny_bert_dir, capsys):
+    out = tmp_path / "model"
+    assert main(["export", str(tiny_bert_dir), "--output", str(out), "--max-length", "64"]) == 0
+    first = json.loads((out / MANIFEST_FILE).read_text())
+    assert set(first["variants"]) == {"fp32"} and first["max_length"] == 64
+
+    assert main(["export", str(tiny_bert_dir), "--output", str(out), "--max-length", "64"]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+    # a --force export that fails parity must leave the previous folder untouched
+    assert main(["export", str(tiny_bert_dir), "--output", str(out), "--force", "--fp32-max-abs", "0"]) == 1
+    assert json.loads((out / MANIFEST_FILE).read_text()) == first
+
+    assert main(["export", str(tiny_bert_dir), "-o", str(out), "--force", "--quantize", "int8",
+                 "--max-length", "128"]) == 0
+    second = json.loads((out / MANIFEST_FILE).read_text())
+    assert set(second["variants"]) == {"fp32", "int8"} and second["max_length"] == 128
+    assert _leftovers(tmp_path) == ["model"]
+    assert (out / "model_int8.onnx").stat().st_mode & 0o777 == (out / MANIFEST_FILE).stat().st_mode & 0o777
+
+
+def test_manifest_records_what_was_done(tiny_export, tiny_bert_dir):
+    m = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    assert m["source"]["path"] == str(tiny_bert_dir.resolve()) and m["source"]["revision"] is None
+    assert set(m["source"]["weights"]) == {"model.safetensors"}
+    assert m["pooling"] == "mean" and m["normalization"] == "l2"
+    assert m["prefixes"] == {"query": "query: ", "passage": "passage: "}
+    q = m["variants"]["int8"]["quantization"]
+    assert q["per_channel"] is True and q["weight_type"] == "QInt8" and q["op_types_to_quantize"] == ["MatMul"]
+    assert q["nodes_excluded"] == ["/encoder/layer.0/output/dense/MatMul", "/encoder/layer.1/output/dense/MatMul"]
+    assert m["variants"]["optimized"]["optimization"]["level"] == "O2"
+    env = m["environment"]
+    assert env["versions"]["torch"] and env["versions"]["onnxruntime"] and env["versions"]["optimum"]
+    assert "flags" in env["cpu"]
+    assert set(m["files"]) >= {"model.onnx", "model_optimized.onnx", "model_int8.onnx", "tokenizer.json"}
+    assert MANIFEST_FILE not in m["files"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_length": 129}, "max_position_embeddings 128"),
+    ({"opset": 9}, "--opset"),
+    ({"quantize": "int4"}, "--quantize"),
+    ({"optimize": "O9"}, "--optimize"),
+])
+def test_bad_arguments_are_refused_before_work(tmp_path, tiny_bert_dir, kwargs, message):
+    with pytest.raises(ExportError, match=message):
+        export_model(str(tiny_bert_dir), tmp_path / "model", **kwargs)
+    assert _leftovers(tmp_path) == []
+
+
+def test_source_without_weights(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    with pytest.raises(ExportError, match="no weights"):
+        export_model(str(src), tmp_path / "model")
+    assert _leftovers(tmp_path) == ["src"]
