@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a failed check or error (message on stderr), 2 bad comm
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def _build_parser():
     p.add_argument("folder", help="model folder or Hub repo id")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --input)")
     p.add_argument("--input", "-i", metavar="FILE",
-                   help="UTF-8 file, one text per line ('-' for stdin); *.jsonl: one JSON object with a 'text' "
-                        "field (or a JSON string) per line")
+                   help="UTF-8 file, one text per line, empty lines kept ('-' for stdin); *.jsonl or --jsonl: "
+                        "one JSON object with a 'text' field (or a JSON string) per line")
+    p.add_argument("--jsonl", action="store_true", help="read --input as JSON lines whatever its name")
     p.add_argument("--output", "-o", metavar="X.npy", help="write an (n, dim) float32 .npy instead of JSON lines")
     p.add_argument("--variant", default="auto", choices=[*VARIANTS, "auto"])
     kind = p.add_mutually_exclusive_group()
@@ -84,7 +86,7 @@ def _tolerances(args, base):
     })
 
 
-def _read_texts(path):
+def _read_texts(path, jsonl=False):
     if path == "-":
         data, name = sys.stdin.buffer.read(), "<stdin>"
     else:
@@ -101,7 +103,7 @@ def _read_texts(path):
             line = raw.rstrip(b"\r").decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"{name} line {n}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        if name.endswith(".jsonl"):
+        if jsonl or name.lower().endswith(".jsonl"):
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -168,24 +170,37 @@ def _cmd_info(args):
     return 0
 
 
+def _npy_target(path):
+    """The real file ``--output`` writes: symlinks followed; must be a ``.npy`` name and a regular file."""
+    if not path.lower().endswith(".npy"):
+        raise InvalidInputError(f"--output {path!r} must be a .npy file name")
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_file():
+        raise InvalidInputError(f"--output {path!r} exists and is not a regular file")
+    return real
+
+
 def _cmd_embed(args):
     from .runtime.embedder import Embedder
 
     if args.input is not None and args.texts:
         raise InvalidInputError("give texts as arguments or with --input, not both")
-    texts = _read_texts(args.input) if args.input is not None else list(args.texts)
+    output = _npy_target(args.output) if args.output is not None else None
+    texts = _read_texts(args.input, args.jsonl) if args.input is not None else list(args.texts)
     embedder = Embedder.load(args.folder, variant=args.variant, threads=args.threads)
-    if args.query:
-        vectors = embedder.embed_queries(texts, args.batch_size, truncate=not args.no_truncate)
-    elif args.passage:
-        vectors = embedder.embed_passages(texts, args.batch_size, truncate=not args.no_truncate)
-    else:
-        vectors = embedder.embed(texts, args.batch_size, truncate=not args.no_truncate)
-    if args.output:
+    embed = embedder.embed_queries if args.query else embedder.embed_passages if args.passage else embedder.embed
+    try:
+        vectors = embed(texts, args.batch_size, truncate=not args.no_truncate)
+    except InvalidInputError as exc:
+        if exc.index is None or args.input is None:
+            raise
+        name = "<stdin>" if args.input == "-" else args.input
+        raise InvalidInputError(f"{exc} (line {exc.index + 1} of {name})", exc.index) from None
+    if output is not None:
         from .runtime.manifest import write_npy_atomic
 
         try:
-            write_npy_atomic(args.output, vectors)
+            write_npy_atomic(output, vectors)
         except OSError as exc:
             raise InvalidInputError(f"cannot write --output {args.output!r}: {exc.strerror or exc}") from None
         print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {args.output}", file=sys.stderr)
@@ -201,7 +216,10 @@ _COMMANDS = {"export": _cmd_export, "verify": _cmd_verify, "info": _cmd_info, "e
 
 def main(argv=None):
     """Entry point of the ``e5onnx`` console script. Returns the exit code."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "embed" and args.input is None and not args.texts:
+        parser.error("embed needs TEXT arguments or --input FILE ('-' for stdin)")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("e5onnx").setLevel(logging.INFO)
     try:
@@ -217,6 +235,9 @@ def main(argv=None):
         raise
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

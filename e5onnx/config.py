@@ -7,6 +7,7 @@ Sources:
   the token count at 1e-9 and ``torch.nn.functional.normalize`` clamps the norm at 1e-12.
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 DEFAULT_MODEL_ID = "intfloat/e5-small"
@@ -65,6 +66,17 @@ class ParityTolerances:
     optimized_max_abs: float = 1e-5
     int8_mean_cosine: float = 0.99
     int8_min_cosine: float = 0.95
+
+    def __post_init__(self):
+        from .errors import InvalidInputError
+
+        for name, value in self.as_dict().items():
+            kind = "max_abs" if name.endswith("max_abs") else "cosine"
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and (
+                value >= 0 if kind == "max_abs" else -1 <= value <= 1)
+            if not ok:
+                allowed = "a finite number >= 0" if kind == "max_abs" else "a number from -1 to 1"
+                raise InvalidInputError(f"tolerance {name} must be {allowed}, got {value!r}")
 
     def as_dict(self):
         return asdict(self)

@@ -13,7 +13,12 @@ class InvalidInputError(E5OnnxError, ValueError):
     """A text or argument passed to the runtime is unusable.
 
     The message names the offending input: its index in the list, its type or length, and the reason.
+    ``index`` is that position (0-based) when the error is about one text, else ``None``.
     """
+
+    def __init__(self, message, index=None):
+        super().__init__(message)
+        self.index = index
 
 
 class ModelFolderError(E5OnnxError):

@@ -447,7 +447,7 @@ def test_bad_threads(tiny_export, threads):
 
 
 def test_max_length_over_manifest_refused(tiny_export):
-    with pytest.raises(InvalidInputError, match="max_length 129 is over the model's 128"):
+    with pytest.raises(InvalidInputError, match="max_length must be a whole number from 2 to 128, got 129"):
         Embedder.load(tiny_export, variant="fp32", max_length=129)
 
 
@@ -467,3 +467,77 @@ def test_smaller_max_length_truncates_earlier(tiny_export):
     assert np.max(np.abs(out[0] - out[1])) < 1e-6
     with pytest.raises(InvalidInputError, match=r"texts\[0\] has 42 tokens, over max_length 16"):
         small.embed([" ".join(words)], truncate=False)
+
+
+# ------------------------------------------------------------------------------ awkward containers and args
+
+
+class FakeDataFrame:
+    """Iterates like a pandas DataFrame: over its column names."""
+
+    columns = ["text"]
+
+    def __iter__(self):
+        return iter(self.columns)
+
+
+@pytest.mark.parametrize("texts, kind", [
+    ({"text": "hello world"}, "dict"),
+    ({"a", "b"}, "set"),
+    (frozenset({"a"}), "frozenset"),
+    (FakeDataFrame(), "FakeDataFrame"),
+])
+def test_mappings_sets_and_tables_are_refused(embedder, texts, kind):
+    with pytest.raises(InvalidInputError, match=f"got {kind}"):
+        embedder.embed(texts)
+
+
+def test_numpy_array_of_str_is_accepted(embedder):
+    arr = np.array(["hello world", "paris"])
+    np.testing.assert_allclose(embedder.embed(arr), embedder.embed(["hello world", "paris"]), atol=1e-6, rtol=0)
+
+
+def test_numpy_integer_batch_size_accepted_and_non_bool_truncate_refused(embedder):
+    np.testing.assert_allclose(embedder.embed(["a b", "c"], batch_size=np.int64(1)),
+                               embedder.embed(["a b", "c"]), atol=1e-6, rtol=0)
+    with pytest.raises(InvalidInputError, match="truncate must be True or False, got 'no'"):
+        embedder.embed(["x"], truncate="no")
+
+
+def test_load_none_is_refused():
+    with pytest.raises(InvalidInputError, match="model must be a folder path or a Hub repo id, got None"):
+        Embedder.load(None)
+
+
+def test_threads_over_cpu_count_are_refused(tiny_export, monkeypatch):
+    import os
+
+    from e5onnx.config import THREADS_ENV
+
+    with pytest.raises(InvalidInputError, match="threads must be a whole number from 1 to"):
+        Embedder.load(tiny_export, variant="fp32", threads=(os.cpu_count() or 1) + 1)
+    monkeypatch.setenv(THREADS_ENV, "100000")
+    with pytest.raises(InvalidInputError, match="E5ONNX_THREADS='100000'"):
+        Embedder.load(tiny_export, variant="fp32")
+
+
+def test_onnxruntime_failure_is_a_clear_error(tiny_export):
+    # max_length above the graph's 128 positions: onnxruntime fails, and the error says on what batch.
+    e = Embedder(tiny_export / "model.onnx", tiny_export / "tokenizer.json", max_length=1000, threads=1)
+    with pytest.raises(E5OnnxError, match="onnxruntime failed on a batch of 1 texts x 302 tokens"):
+        e.embed(" ".join(long_words(300)))
+
+
+def test_megabyte_texts_are_truncated_quickly_and_exactly(embedder):
+    # Texts far over the tokenizer's character budget are cut at a space before tokenising; the ids must
+    # be exactly those of tokenising the whole text with truncation.
+    from tokenizers import Tokenizer
+
+    full = Tokenizer.from_file(str(embedder.tokenizer_path))
+    full.no_padding()
+    full.enable_truncation(embedder.max_length)
+    rng = np.random.default_rng(0)
+    vocab = ["hello", "world", "東京", "supercalifragilistic", "x\u0301", "a,b", "\t", "\n", "paris"]
+    texts = [" ".join(rng.choice(vocab, size=n)) for n in (3000, 20000, 200000)]
+    texts += ["x" * 50000, " " * 40000 + "hello world " * 10, "hello " * 2_000_000]
+    assert embedder.tokenize(texts) == [e.ids for e in full.encode_batch(texts)]

@@ -74,10 +74,12 @@ def test_embed_default_variant_is_auto(capsys, tiny_export):
     assert np.max(np.abs(parse_jsonl(out, auto.dim) - auto.embed(["hello", "world"]))) < 1e-6
 
 
-def test_embed_no_texts_prints_nothing(capsys, tiny_export):
-    code, out, err = run_cli(capsys, "embed", tiny_export, "--variant", "fp32")
-    assert code == 0, err
-    assert out == ""
+def test_embed_no_texts_is_a_usage_error(capsys, tiny_export):
+    with pytest.raises(SystemExit) as info:
+        main(["embed", str(tiny_export), "--variant", "fp32"])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "needs TEXT arguments or --input" in captured.err
 
 
 def test_embed_variant_int8(capsys, tiny_export):
@@ -394,7 +396,7 @@ def test_info_nonexistent_path_is_not_a_repo_id(capsys, tmp_path):
     # An absolute path that does not exist is not a valid Hub repo id: refused without any network access.
     code, out, err = run_cli(capsys, "info", tmp_path / "missing-folder")
     assert code == 1
-    assert "neither an existing folder nor a Hugging Face repo id" in err
+    assert "no such folder" in err and "not a Hugging Face repo id" in err
 
 
 # ------------------------------------------------------------------------------------------------ usage
@@ -503,3 +505,55 @@ def test_console_script(tiny_export, fp32, manifest, tmp_path):
     proc = run_program([CONSOLE_SCRIPT, "embed"])
     assert proc.returncode == 2
     assert b"usage:" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ --output safety
+
+
+@pytest.mark.parametrize("name", ["out.txt", "-", "vectors"])
+def test_output_must_be_npy(capsys, tmp_path, tiny_export, name):
+    code, out, err = run_cli(capsys, "embed", tiny_export, "x", "--output", tmp_path / name)
+    assert code == 1 and "must be a .npy file name" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_refuses_a_special_file(capsys, tmp_path, tiny_export):
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    code, out, err = run_cli(capsys, "embed", tiny_export, "x", "--output", fifo)
+    assert code == 1 and "is not a regular file" in err
+    assert fifo.is_fifo()
+
+
+def test_output_writes_through_a_symlink(capsys, tmp_path, tiny_export):
+    real = tmp_path / "real.npy"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.npy"
+    link.symlink_to(real)
+    code, out, err = run_cli(capsys, "embed", tiny_export, "x", "--output", link, "--variant", "fp32")
+    assert code == 0, err
+    assert link.is_symlink() and np.load(real).shape == (1, 32)
+
+
+def test_no_truncate_error_names_the_input_line(capsys, tmp_path, tiny_export):
+    path = tmp_path / "in.txt"
+    path.write_text("short\n" + "hello " * 300 + "\n")
+    code, out, err = run_cli(capsys, "embed", tiny_export, "--input", path, "--no-truncate")
+    assert code == 1
+    assert "texts[1] has 302 tokens, over max_length 128, and truncation is off" in err
+    assert f"(line 2 of {path})" in err
+
+
+def test_jsonl_flag_and_upper_case_suffix(capsys, tmp_path, tiny_export):
+    upper = tmp_path / "IN.JSONL"
+    upper.write_text('{"text": "hello"}\n"world"\n')
+    code, out, err = run_cli(capsys, "embed", tiny_export, "--input", upper, "--variant", "fp32")
+    assert code == 0, err
+    rows = [json.loads(line)["embedding"] for line in out.splitlines()]
+    want = Embedder.load(tiny_export, variant="fp32").embed(["hello", "world"])
+    np.testing.assert_allclose(rows, want, atol=1e-6, rtol=0)
+    proc = subprocess.run([sys.executable, "-m", "e5onnx.cli", "embed", str(tiny_export), "--input", "-",
+                           "--jsonl", "--variant", "fp32"], input='{"text": "hello"}\n', capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(json.loads(proc.stdout)["embedding"], want[0], atol=1e-6, rtol=0)

@@ -102,3 +102,80 @@ def test_source_without_weights(tmp_path):
     with pytest.raises(ExportError, match="no weights"):
         export_model(str(src), tmp_path / "model")
     assert _leftovers(tmp_path) == ["src"]
+
+
+def test_force_refuses_a_folder_that_is_not_an_export(tmp_path, tiny_bert_dir):
+    precious = tmp_path / "mydocs"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(ExportError, match="refusing to replace .* not an e5onnx model folder"):
+        export_model(str(tiny_bert_dir), precious, max_length=128, force=True)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export_model(str(tiny_bert_dir), empty, max_length=128, force=True)  # an empty folder may be replaced
+    assert (empty / MANIFEST_FILE).is_file()
+
+
+@pytest.mark.parametrize("where", ["source", "parent"])
+def test_output_may_not_replace_the_source(tmp_path, tiny_bert_dir, where):
+    import shutil
+
+    src = tmp_path / "project" / "src"
+    shutil.copytree(tiny_bert_dir, src)
+    out = src if where == "source" else src.parent
+    with pytest.raises(ExportError, match="would replace the source model folder"):
+        export_model(str(src), out, max_length=128, force=True)
+    assert (src / "model.safetensors").is_file()
+
+
+def test_missing_parent_folders_are_created(tmp_path, tiny_bert_dir):
+    out = tmp_path / "models" / "deep" / "tiny"
+    export_model(str(tiny_bert_dir), out, max_length=128)
+    assert (out / MANIFEST_FILE).is_file()
+
+
+def test_revision_with_a_local_source_is_refused(tmp_path, tiny_bert_dir):
+    with pytest.raises(ExportError, match="--revision applies to Hub ids"):
+        export_model(str(tiny_bert_dir), tmp_path / "m", revision="main")
+
+
+def test_nan_tolerance_is_refused(tmp_path, tiny_bert_dir, capsys):
+    assert main(["export", str(tiny_bert_dir), "-o", str(tmp_path / "m"), "--fp32-max-abs", "nan"]) == 1
+    assert "tolerance fp32_max_abs must be a finite number" in capsys.readouterr().err
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig, code", [("TERM", 143), ("INT", 130)])
+def test_signal_during_export_leaves_nothing(tmp_path, tiny_bert_dir, sig, code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "model"
+    proc = subprocess.Popen([sys.executable, "-m", "e5onnx.cli", "export", str(tiny_bert_dir), "-o", str(out),
+                             "--max-length", "128", "--quantize", "int8", "--optimize", "O2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".model.partial-") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "export ended before it could be signalled"
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, "SIG" + sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert _leftovers(tmp_path) == []
+
+
+def test_verify_after_the_source_moved(tmp_path, tiny_bert_dir, capsys):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert_dir, src)
+    out = tmp_path / "out"
+    export_model(str(src), out, max_length=128)
+    src.rename(tmp_path / "moved")
+    assert main(["verify", str(out)]) == 1
+    assert "no longer exists; pass --source" in capsys.readouterr().err
+    assert main(["verify", str(out), "--source", str(tmp_path / "moved")]) == 0

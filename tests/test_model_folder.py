@@ -3,6 +3,7 @@
 Every test that tampers with a folder works on a copy of the session-scoped ``tiny_export`` fixture.
 """
 
+import re
 import hashlib
 import json
 import math
@@ -96,8 +97,9 @@ def test_load_accepts_a_str_path(folder):
     assert embedder.manifest == _manifest(folder)
 
 
-def test_revision_is_ignored_for_a_local_folder(folder):
-    assert Embedder.load(folder, variant="fp32", threads=1, revision="no-such-branch").variant == "fp32"
+def test_revision_is_refused_for_a_local_folder(folder):
+    with pytest.raises(ModelFolderError, match="revision 'no-such-branch' applies to Hub repo ids"):
+        Embedder.load(folder, variant="fp32", threads=1, revision="no-such-branch")
 
 
 def test_auto_falls_back_to_fp32_when_optimized_parity_failed(folder):
@@ -561,3 +563,29 @@ def test_errors_form_one_hierarchy():
     assert issubclass(IntegrityError, ModelFolderError)
     assert issubclass(ModelFolderError, E5OnnxError)
     assert issubclass(InvalidInputError, ValueError)
+
+
+# ------------------------------------------------------------------------------------ malformed manifests
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(variants=[]), "variants must be a non-empty object"),
+    (lambda m: m["files"]["model.onnx"].pop("size"), "files['model.onnx'] must have a sha256 string and a size"),
+    (lambda m: m.update(files=None), "files must be an object"),
+    (lambda m: m.update(max_length="512"), "max_length must be a whole number >= 2"),
+    (lambda m: m.update(pad_token_id=-1), "pad_token_id must be a whole number >= 0"),
+])
+def test_malformed_manifest_is_a_clear_error(folder, edit, message):
+    manifest = _manifest(folder)
+    edit(manifest)
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError, match=re.escape(message)):
+        Embedder.load(folder, variant="fp32", threads=1)
+
+
+def test_pad_token_id_outside_the_vocabulary(folder):
+    manifest = _manifest(folder)
+    manifest["pad_token_id"] = 999999
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError, match="pad_token_id 999999 is not an id of"):
+        Embedder.load(folder, variant="fp32", threads=1)

@@ -32,7 +32,7 @@ def stsb_spearman(embedder):
 
     s1, s2, gold = read_stsb(STSB_TEST)
     assert len(gold) == 1379
-    a, b = embedder.embed(s1, batch_size=64), embedder.embed(s2, batch_size=64)
+    a, b = embedder.embed(s1), embedder.embed(s2)  # default batch size 32
     return 100 * spearmanr(np.sum(a * b, axis=1), gold).correlation
 
 
@@ -56,7 +56,8 @@ def test_stsb_fp32_reproduces_published_score(spearman):
 
 
 def test_stsb_int8_stays_close(spearman):
-    # INT8 (per-channel, FFN output MatMuls in fp32) loses a little; issue 3 tightens this to fp32 - 0.2.
+    # INT8 (per-channel, FFN output MatMuls in fp32) loses a little (81.70 vs 82.03 at batch size 32);
+    # issue 3 tightens this to fp32 - 0.2.
     assert spearman["int8"] >= spearman["fp32"] - 0.5, spearman
 
 

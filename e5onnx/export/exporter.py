@@ -8,9 +8,12 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -32,10 +35,11 @@ from ..config import (
     VARIANT_FILES,
     ParityTolerances,
 )
-from ..errors import E5OnnxError, ExportError
+from ..errors import E5OnnxError, ExportError, ModelFolderError
 from ..runtime.cpu import cpu_info
 from ..runtime.embedder import Embedder
-from ..runtime.manifest import default_mode, describe_files, write_json_atomic
+from ..runtime.folder import is_local
+from ..runtime.manifest import default_mode, describe_files, read_manifest, write_json_atomic
 from . import graph
 from .parity import ReferenceBattery, check_report, format_report, run_parity
 from .source import read_config, resolve_source
@@ -72,9 +76,44 @@ def _check_args(output, quantize, optimize, opset, max_length, force):
         raise ExportError(f"output {str(output)!r} already exists; pass --force to replace it")
     if output.exists() and not output.is_dir():
         raise ExportError(f"output {str(output)!r} exists and is not a folder")
-    if not output.parent.is_dir():
-        raise ExportError(f"the parent folder of output {str(output)!r} does not exist")
+    if output.is_dir() and any(output.iterdir()):
+        try:
+            read_manifest(output)
+        except ModelFolderError:
+            raise ExportError(
+                f"refusing to replace {str(output)!r}: it is not an e5onnx model folder (no valid "
+                f"{MANIFEST_FILE}); --force only replaces earlier exports. Remove it yourself or pick another "
+                "--output"
+            ) from None
+    if output.parent.exists() and not output.parent.is_dir():
+        raise ExportError(f"the parent of output {str(output)!r} is not a folder")
     return output
+
+
+def _check_not_inside(source_dir, output):
+    source_dir = Path(source_dir).resolve()
+    resolved = output.resolve()
+    if resolved == source_dir or resolved in source_dir.parents:
+        raise ExportError(
+            f"output {str(output)!r} would replace the source model folder {str(source_dir)!r}; pick another --output"
+        )
+
+
+@contextmanager
+def _sigterm_as_exit():
+    """Turn SIGTERM into SystemExit while exporting, so the temporary folder is removed (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _export_fp32(source_dir, tmp, opset):
@@ -132,18 +171,30 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
     Raises:
         ExportError: bad arguments, an existing ``output`` without ``force``, an unusable source, or a
             failed export step. ParityError (a subclass) when a variant is over its tolerance; its
-            ``.report`` holds the per-variant figures. In every case nothing is left at ``output``.
+            ``.report`` holds the per-variant figures. In every case nothing is left at ``output``
+            (a missing parent folder is created). ``force`` replaces only an earlier export (a folder with
+            a valid manifest) or an empty folder, never the source. SIGTERM and Ctrl-C remove the
+            temporary folder before exiting.
     """
     if output is None:
         raise ExportError("an output folder is required")
+    if is_local(model):  # the most specific refusal first
+        _check_not_inside(model, Path(output).expanduser().absolute())
     output = _check_args(output, quantize, optimize, opset, max_length, force)
+    with _sigterm_as_exit():
+        return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads)
+
+
+def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads):
     started = time.perf_counter()
     source_dir, source = resolve_source(model, revision)
+    _check_not_inside(source_dir, output)
     config = read_config(source_dir)
     positions = config.get("max_position_embeddings")
     if positions and max_length > positions:
         raise ExportError(f"--max-length {max_length} is over the model's max_position_embeddings {positions}")
 
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         os.chmod(tmp, default_mode(directory=True))  # mkdtemp creates 0o700

@@ -6,10 +6,12 @@ one padded batch and for each text embedded alone, against the reference's padde
 optimized are judged on max ``|Δ|``; int8 on mean and min cosine (see :class:`~e5onnx.config.ParityTolerances`).
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from ..config import VARIANTS, ParityTolerances
-from ..errors import ParityError
+from ..errors import ExportError, ParityError
 from ..runtime.embedder import Embedder
 from ..runtime.manifest import read_manifest
 from .battery import battery
@@ -131,8 +133,13 @@ def verify_folder(folder, source=None, threads=None, tolerances=None, revision=N
         tolerances = ParityTolerances(**manifest.get("tolerances", {}))
     if source is None:
         src = manifest.get("source", {})
-        source = src.get("path") or src.get("id")
-        revision = revision or src.get("revision")
+        if src.get("path"):
+            if not Path(src["path"]).is_dir():
+                raise ExportError(f"the source folder recorded in the manifest, {src['path']!r}, no longer "
+                                  "exists; pass --source with the model's folder or Hub id")
+            source = src["path"]
+        else:
+            source, revision = src.get("id"), revision or src.get("revision")
     source_dir, _ = resolve_source(source, revision)
     ref = ReferenceBattery(TorchReference(source_dir, manifest["max_length"]))
     report = {}

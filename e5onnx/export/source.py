@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from ..errors import ExportError, ModelFolderError
-from ..runtime.folder import is_local, local_folder
+from ..runtime.folder import is_local, local_folder, looks_like_path
 from ..runtime.manifest import describe_files
 
 #: Files of a Hub repo the export needs: config, tokenizer and the PyTorch weights.
@@ -24,11 +24,15 @@ def resolve_source(model, revision=None):
         ExportError: the folder has no ``config.json`` or weights, or the download failed.
     """
     if is_local(model):
+        if revision is not None:
+            raise ExportError(f"--revision applies to Hub ids, but {str(model)!r} is a local folder")
         try:
             folder = local_folder(model)
         except ModelFolderError as exc:
             raise ExportError(str(exc)) from exc
         info = {"id": str(model), "revision": None, "path": str(folder)}
+    elif looks_like_path(model):
+        raise ExportError(f"no such source folder {str(model)!r}")
     else:
         from huggingface_hub import snapshot_download
 
@@ -36,8 +40,8 @@ def resolve_source(model, revision=None):
             folder = Path(snapshot_download(repo_id=str(model), revision=revision, allow_patterns=SOURCE_PATTERNS))
         except Exception as exc:  # HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, OSError
             raise ExportError(
-                f"could not get {model!r} (revision {revision or 'main'}) from the Hugging Face Hub or its "
-                f"cache: {type(exc).__name__}: {exc}"
+                f"{model!r} is not a local folder, and as a Hugging Face repo id (revision {revision or 'main'}) "
+                f"it could not be had from the Hub or its cache: {type(exc).__name__}: {exc}"
             ) from exc
         info = {"id": str(model), "revision": folder.name, "path": None}
     if not (folder / "config.json").is_file():

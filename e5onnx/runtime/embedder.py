@@ -1,5 +1,6 @@
 """The :class:`Embedder`: texts in, ``(n, dim)`` float32 unit vectors out, without torch."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..config import (
     VARIANTS,
 )
 from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
+from .arguments import flag, whole_number
 from .folder import fetch_model_folder
 from .manifest import check_file
 from .pooling import l2_normalize, mean_pool
@@ -76,9 +78,9 @@ class Embedder:
 
     def __init__(self, model_path, tokenizer_path, *, max_length, threads=None, pad_token_id=None,
                  variant="fp32", manifest=None):
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise InvalidInputError(f"max_length must be an int >= 2, got {max_length!r}")
+        max_length = whole_number("max_length", max_length, 2)
         self.model_path = Path(model_path)
+        self.tokenizer_path = Path(tokenizer_path)
         self.variant = variant
         self.manifest = manifest
         self.tokenizer = TextTokenizer(tokenizer_path, max_length, pad_token_id)
@@ -98,7 +100,7 @@ class Embedder:
                 ``HF_HUB_OFFLINE=1`` are honoured). A local folder is never looked up online.
             variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"auto"`` (see :func:`choose_variant`).
             threads: ONNX Runtime intra-op threads (see the class).
-            revision: Hub branch, tag or commit; ignored for local folders.
+            revision: Hub branch, tag or commit (only for Hub repo ids).
             max_length: override the manifest's max length (at most the manifest's).
             verify: check the sha256 of the ONNX file and tokenizer against the manifest (default True).
 
@@ -109,6 +111,8 @@ class Embedder:
         """
         if variant != "auto" and variant not in VARIANTS:
             raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
+        if not isinstance(model, (str, os.PathLike)) or not str(model):
+            raise InvalidInputError(f"model must be a folder path or a Hub repo id, got {model!r}")
 
         def files_for(manifest):
             return [variant_file(manifest, choose_variant(manifest, variant))]
@@ -116,13 +120,16 @@ class Embedder:
         folder, manifest = fetch_model_folder(model, files_for, revision)
         chosen = choose_variant(manifest, variant)
         model_file = variant_file(manifest, chosen)
-        model_path = check_file(folder, model_file, manifest, verify)
+        try:
+            model_path = check_file(folder, model_file, manifest, verify)
+        except ModelFolderError as exc:
+            if variant == "auto" and chosen != "fp32":
+                raise ModelFolderError(f"{exc} (variant 'auto' chose {chosen!r}; pass variant='fp32' to "
+                                       "use the plain graph)") from None
+            raise
         tokenizer_path = check_file(folder, TOKENIZER_FILE, manifest, verify)
-        limit = int(manifest["max_length"])
-        if max_length is None:
-            max_length = limit
-        elif isinstance(max_length, int) and not isinstance(max_length, bool) and max_length > limit:
-            raise InvalidInputError(f"max_length {max_length} is over the model's {limit}")
+        limit = manifest["max_length"]
+        max_length = limit if max_length is None else whole_number("max_length", max_length, 2, limit)
         return cls(model_path, tokenizer_path, max_length=max_length, threads=threads,
                    pad_token_id=manifest.get("pad_token_id"), variant=chosen, manifest=manifest)
 
@@ -168,8 +175,8 @@ class Embedder:
                 text with ``truncate=False`` (each naming the index), or a bad ``batch_size``.
             E5OnnxError: the model produced non-finite values (a broken graph).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = whole_number("batch_size", batch_size)
+        truncate = flag("truncate", truncate)
         texts = as_text_list(texts)
         if not truncate:  # refuse before computing anything
             for start in range(0, len(texts), TOKENIZE_CHUNK):

@@ -14,6 +14,12 @@ from ..errors import ModelFolderError
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
+def looks_like_path(model):
+    """True for strings that can only be paths: absolute, ``./``, ``../``, ``~``, or with a backslash."""
+    text = str(model)
+    return Path(text).is_absolute() or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1
+
+
 def is_local(model):
     """True when ``model`` names an existing local path."""
     return Path(model).expanduser().exists()
@@ -38,8 +44,8 @@ def hub_download(repo_id, revision=None, files=(MANIFEST_FILE,)):
         ModelFolderError: ``repo_id`` is neither an existing path nor a valid repo id, or the download
             failed (offline without a cached copy, unknown repo or revision, missing file).
     """
-    if not _REPO_ID.match(str(repo_id)):
-        raise ModelFolderError(f"{str(repo_id)!r} is neither an existing folder nor a Hugging Face repo id")
+    if looks_like_path(repo_id) or not _REPO_ID.match(str(repo_id)):
+        raise ModelFolderError(f"no such folder {str(repo_id)!r} (and it is not a Hugging Face repo id)")
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HfHubHTTPError
 
@@ -47,8 +53,8 @@ def hub_download(repo_id, revision=None, files=(MANIFEST_FILE,)):
         folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(files))
     except (HfHubHTTPError, OSError, ValueError) as exc:  # LocalEntryNotFoundError is an OSError/ValueError
         raise ModelFolderError(
-            f"could not get {list(files)} of {repo_id!r} (revision {revision or 'main'}) from the Hugging Face "
-            f"Hub or its cache: {type(exc).__name__}: {exc}"
+            f"{repo_id!r} is not a local folder, and as a Hugging Face repo id (revision {revision or 'main'}) "
+            f"its files {list(files)} could not be had from the Hub or its cache: {type(exc).__name__}: {exc}"
         ) from exc
     folder = Path(folder)
     missing = [f for f in files if not (folder / f).exists() and "*" not in f]
@@ -68,6 +74,8 @@ def fetch_model_folder(model, files_for, revision=None):
     from .manifest import read_manifest
 
     if is_local(model):
+        if revision is not None:
+            raise ModelFolderError(f"revision {revision!r} applies to Hub repo ids, but {str(model)!r} is a local folder")
         folder = local_folder(model)
         return folder, read_manifest(folder)
     folder = hub_download(model, revision, files=(MANIFEST_FILE,))

@@ -102,7 +102,36 @@ def read_manifest(folder):
     for key in ("files", "variants", "embedding_dim", "max_length"):
         if key not in manifest:
             raise ModelFolderError(f"{str(path)!r} lacks the required key {key!r}")
+    problem = _shape_problem(manifest)
+    if problem:
+        raise ModelFolderError(f"{str(path)!r} is malformed: {problem}")
     return manifest
+
+
+def _is_int(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _shape_problem(manifest):
+    """What is wrong with the types of a manifest's required entries, or ``None``."""
+    for key, minimum in (("embedding_dim", 1), ("max_length", 2)):
+        if not _is_int(manifest[key], minimum):
+            return f"{key} must be a whole number >= {minimum}, got {manifest[key]!r}"
+    pad = manifest.get("pad_token_id")
+    if pad is not None and not _is_int(pad, 0):
+        return f"pad_token_id must be a whole number >= 0, got {pad!r}"
+    files, variants = manifest["files"], manifest["variants"]
+    if not isinstance(files, dict):
+        return f"files must be an object, got {type(files).__name__}"
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _is_int(entry.get("size"), 0)):
+            return f"files[{name!r}] must have a sha256 string and a size in bytes"
+    if not isinstance(variants, dict) or not variants:
+        return "variants must be a non-empty object"
+    for name, entry in variants.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file", ""), str):
+            return f"variants[{name!r}] must be an object with a 'file' name"
+    return None
 
 
 def check_file(folder, name, manifest, verify_checksum=True):

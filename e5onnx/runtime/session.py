@@ -6,23 +6,31 @@ import numpy as np
 import onnxruntime as ort
 
 from ..config import KNOWN_INPUTS, OUTPUT_NAME, THREADS_ENV
-from ..errors import InvalidInputError, ModelFolderError
+from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
+from .arguments import whole_number
 from .cpu import available_cpus
 
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
+def max_threads():
+    """Largest accepted thread count: the machine's logical CPUs (more only oversubscribes the cores)."""
+    return os.cpu_count() or 1
+
+
 def default_threads():
-    """Intra-op thread count: ``$E5ONNX_THREADS`` if set, else the CPUs this process may use."""
+    """Intra-op thread count: ``$E5ONNX_THREADS`` if set, else the CPUs this process may use.
+
+    Raises:
+        InvalidInputError: ``$E5ONNX_THREADS`` is not a whole number from 1 to :func:`max_threads`.
+    """
     env = os.environ.get(THREADS_ENV)
     if env:
         try:
             value = int(env)
         except ValueError:
             raise InvalidInputError(f"{THREADS_ENV}={env!r} is not a whole number") from None
-        if value < 1:
-            raise InvalidInputError(f"{THREADS_ENV}={env!r} must be at least 1")
-        return value
+        return whole_number(f"{THREADS_ENV}={env!r}", value, 1, max_threads())
     return available_cpus()
 
 
@@ -31,20 +39,19 @@ class OnnxEncoder:
 
     Args:
         path: the ``.onnx`` file.
-        threads: intra-op threads (default :func:`default_threads`); inter-op is 1 (sequential graph).
+        threads: intra-op threads (default :func:`default_threads`), at most the machine's CPU count;
+            inter-op is 1 (sequential graph).
 
     Raises:
         ModelFolderError: the file is not a loadable ONNX model, declares an input other than
             ``input_ids`` / ``attention_mask`` / ``token_type_ids``, or has no ``last_hidden_state`` output.
-        InvalidInputError: ``threads`` is not a positive integer.
+        InvalidInputError: ``threads`` is not a whole number from 1 to :func:`max_threads`.
     """
 
     def __init__(self, path, threads=None):
         if threads is None:
             threads = default_threads()
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise InvalidInputError(f"threads must be a positive int, got {threads!r}")
-        self.threads = threads
+        self.threads = threads = whole_number("threads", threads, 1, max_threads())
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -85,6 +92,10 @@ class OnnxEncoder:
 
         Returns:
             ``(batch, seq, dim)`` float32 ``last_hidden_state``.
+
+        Raises:
+            E5OnnxError: onnxruntime failed (out of memory, a sequence longer than the graph's position
+                table, a token id outside the vocabulary); the message gives the batch shape.
         """
         feed = {}
         for name, dtype in self.inputs.items():
@@ -94,5 +105,11 @@ class OnnxEncoder:
                 feed[name] = attention_mask.astype(dtype, copy=False)
             else:  # token_type_ids: a single segment
                 feed[name] = np.zeros(input_ids.shape, dtype=dtype)
-        (hidden,) = self.session.run([OUTPUT_NAME], feed)
+        try:
+            (hidden,) = self.session.run([OUTPUT_NAME], feed)
+        except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
+            raise E5OnnxError(
+                f"onnxruntime failed on a batch of {input_ids.shape[0]} texts x {input_ids.shape[1]} tokens: "
+                f"{str(exc).strip()[:500]}"
+            ) from None
         return hidden

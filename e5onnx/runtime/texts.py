@@ -4,6 +4,8 @@ Accepted input: a single ``str`` (one text) or an iterable of ``str``. Everythin
 :class:`~e5onnx.errors.InvalidInputError` that names the offending index and the reason.
 """
 
+from collections.abc import Mapping, Set
+
 from ..errors import InvalidInputError
 
 
@@ -11,10 +13,13 @@ def as_text_list(texts):
     """Return ``texts`` as a list of valid ``str``.
 
     Args:
-        texts: a ``str`` (treated as one text) or an iterable (list, tuple, generator) of ``str``.
+        texts: a ``str`` (treated as one text) or an ordered iterable (list, tuple, generator, 1-D NumPy
+            array, pandas Series) of ``str``.
 
     Raises:
-        InvalidInputError: ``texts`` is ``None``, ``bytes`` or not iterable; or an item is not a ``str``
+        InvalidInputError: ``texts`` is ``None``, ``bytes``, not iterable, a mapping (dict: its keys would
+            be embedded), a set (no order), or a table (pandas DataFrame: its column names would be
+            embedded); or an item is not a ``str``
             (``None``, ``bytes``, numbers, ...) or holds a lone surrogate (not encodable as UTF-8).
             The message names the item's index.
     """
@@ -25,6 +30,12 @@ def as_text_list(texts):
             f"texts must be a str or a list of str, got {type(texts).__name__}"
             + ("; decode bytes to str first" if texts is not None else "")
         )
+    elif isinstance(texts, (Mapping, Set)) or hasattr(texts, "columns"):
+        hint = {"DataFrame": "; pass one column, e.g. df['text']"}.get(type(texts).__name__, "")
+        raise InvalidInputError(
+            f"texts must be a str or an ordered list of str, got {type(texts).__name__} "
+            f"(a mapping, set or table would be embedded by its keys or in no fixed order){hint}"
+        )
     else:
         try:
             texts = list(texts)
@@ -33,13 +44,13 @@ def as_text_list(texts):
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             hint = "; decode bytes to str first" if isinstance(text, (bytes, bytearray)) else ""
-            raise InvalidInputError(f"texts[{i}]: expected str, got {type(text).__name__}{hint}")
+            raise InvalidInputError(f"texts[{i}]: expected str, got {type(text).__name__}{hint}", index=i)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidInputError(
                 f"texts[{i}]: lone surrogate {text[exc.start]!r} at character {exc.start} "
-                "is not valid Unicode text"
+                "is not valid Unicode text", index=i
             ) from None
     return texts
 

@@ -14,6 +14,19 @@ from tokenizers import Tokenizer
 from ..errors import InvalidInputError, ModelFolderError
 
 
+#: Characters kept per token of max length before tokenising a very long text (WordPiece averages ~4-5).
+CHARS_PER_TOKEN_BUDGET = 32
+
+
+class _Head(str):
+    """The head of a long text, remembering the full text for the fallback."""
+
+    def __new__(cls, head, full):
+        obj = super().__new__(cls, head)
+        obj.full = full
+        return obj
+
+
 class TextTokenizer:
     """Tokenise texts into ``input_ids`` and pad batches.
 
@@ -39,8 +52,13 @@ class TextTokenizer:
             tok.no_truncation()
         self._truncating.enable_truncation(self.max_length)
         if pad_token_id is None:
-            pad_token_id = self._full.token_to_id("[PAD]")
-        self.pad_token_id = int(pad_token_id or 0)
+            pad_token_id = self._full.token_to_id("[PAD]") or 0
+        vocab = self._full.get_vocab_size(with_added_tokens=True)
+        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int) or not 0 <= pad_token_id < vocab:
+            raise ModelFolderError(f"pad_token_id {pad_token_id!r} is not an id of {str(path)!r} (vocab {vocab})")
+        self.pad_token_id = pad_token_id
+        # Texts longer than this many characters are cut at a space before tokenising (see _encode_long).
+        self.char_budget = CHARS_PER_TOKEN_BUDGET * self.max_length
 
     def encode(self, texts, truncate=True, first_index=0):
         """Token ids of each text, special tokens included.
@@ -60,15 +78,35 @@ class TextTokenizer:
         if not texts:
             return []
         tok = self._truncating if truncate else self._full
+        if truncate:
+            texts = [self._head(t) for t in texts]
         ids = [enc.ids for enc in tok.encode_batch(texts, add_special_tokens=True)]
-        if not truncate:
+        if truncate:
+            for i, text in enumerate(texts):
+                if isinstance(text, _Head) and len(ids[i]) < self.max_length:  # the head was too short
+                    ids[i] = self._truncating.encode(text.full, add_special_tokens=True).ids
+        else:
             for i, row in enumerate(ids):
                 if len(row) > self.max_length:
                     raise InvalidInputError(
-                        f"texts[{first_index + i}] has {len(row)} tokens, over max_length {self.max_length}, and truncation "
-                        "is off (pass truncate=True to cut it)"
+                        f"texts[{first_index + i}] has {len(row)} tokens, over max_length {self.max_length}, "
+                        "and truncation is off", index=first_index + i
                     )
         return ids
+
+    def _head(self, text):
+        """A prefix of a very long ``text`` whose tokens are a prefix of the full text's tokens.
+
+        BERT's normaliser and pre-tokeniser act per character and split at whitespace, so cutting at a
+        whitespace character keeps every earlier word piece unchanged. When the head still yields
+        ``max_length`` tokens, truncating it gives exactly what truncating the whole text gives, without
+        tokenising megabytes. Otherwise (few tokens per character, no whitespace) the caller falls back
+        to the full text.
+        """
+        if len(text) <= self.char_budget:
+            return text
+        cut = max(text.rfind(" ", 0, self.char_budget), text.rfind("\n", 0, self.char_budget))
+        return _Head(text[:cut], text) if cut > 0 else text
 
     def pad(self, rows, dtype=np.int64):
         """Pad token-id rows to the longest one.
