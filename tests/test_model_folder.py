@@ -589,3 +589,13 @@ def test_pad_token_id_outside_the_vocabulary(folder):
     _write_manifest(folder, manifest)
     with pytest.raises(ModelFolderError, match="pad_token_id 999999 is not an id of"):
         Embedder.load(folder, variant="fp32", threads=1)
+
+
+def test_auto_with_a_corrupt_optimized_file_stays_an_integrity_error(folder):
+    path = folder / VARIANT_FILES["optimized"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="variant 'auto' chose 'optimized'; pass variant='fp32'"):
+        Embedder.load(folder, threads=1)
+    assert Embedder.load(folder, variant="fp32", threads=1).variant == "fp32"

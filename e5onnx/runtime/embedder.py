@@ -124,8 +124,8 @@ class Embedder:
             model_path = check_file(folder, model_file, manifest, verify)
         except ModelFolderError as exc:
             if variant == "auto" and chosen != "fp32":
-                raise ModelFolderError(f"{exc} (variant 'auto' chose {chosen!r}; pass variant='fp32' to "
-                                       "use the plain graph)") from None
+                raise type(exc)(f"{exc} (variant 'auto' chose {chosen!r}; pass variant='fp32' to "
+                                "use the plain graph)") from None
             raise
         tokenizer_path = check_file(folder, TOKENIZER_FILE, manifest, verify)
         limit = manifest["max_length"]
