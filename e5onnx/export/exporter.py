@@ -185,6 +185,35 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads)
 
 
+_ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                      "intermediate_size", "vocab_size", "max_position_embeddings")
+
+
+def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, tolerances, seconds):
+    """The manifest of a finished export folder (every file in it is hashed)."""
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "architecture": {k: config.get(k) for k in _ARCHITECTURE_KEYS},
+        "embedding_dim": dim,
+        "max_length": max_length,
+        "pooling": "mean",
+        "normalization": "l2",
+        "prefixes": {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX},
+        "pad_token_id": pad_token_id,
+        "output": OUTPUT_NAME,
+        "opset": graph.opset_of(folder / VARIANT_FILES["fp32"]),
+        "variants": variants,
+        "tolerances": tolerances.as_dict(),
+        "environment": environment(),
+        "export_seconds": round(seconds, 1),
+        "files": describe_files(folder, files),
+    }
+
+
 def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads):
     started = time.perf_counter()
     source_dir, source = resolve_source(model, revision)
@@ -226,30 +255,8 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
         for line in format_report(report):
             log.info("%s", line)
 
-        files = sorted(p.name for p in tmp.iterdir() if p.is_file())
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "format_version": MANIFEST_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": source,
-            "architecture": {k: config.get(k) for k in ("model_type", "architectures", "num_hidden_layers",
-                                                        "hidden_size", "num_attention_heads",
-                                                        "intermediate_size", "vocab_size",
-                                                        "max_position_embeddings")},
-            "embedding_dim": dim,
-            "max_length": max_length,
-            "pooling": "mean",
-            "normalization": "l2",
-            "prefixes": {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX},
-            "pad_token_id": pad_token_id,
-            "output": OUTPUT_NAME,
-            "opset": graph.opset_of(fp32),
-            "variants": variants,
-            "tolerances": tolerances.as_dict(),
-            "environment": environment(),
-            "export_seconds": round(time.perf_counter() - started, 1),
-            "files": describe_files(tmp, files),
-        }
+        manifest = _manifest(tmp, source, config, dim, max_length, pad_token_id, variants, tolerances,
+                             time.perf_counter() - started)
         check_report(report)
         write_json_atomic(tmp / MANIFEST_FILE, manifest)
         _place(tmp, output)
