@@ -4,12 +4,13 @@ Published (MTEB STSBenchmark test, cosine Spearman ×100): 82.03 (shared/data/re
 export run through the torch-free Embedder must land within ±0.02 of it.
 """
 
-import csv
 import json
 
 import numpy as np
 import pytest
 
+from e5onnx.bench import quality
+from e5onnx.bench.quality import read_stsb
 from e5onnx.cli import main
 from e5onnx.config import MANIFEST_FILE
 from e5onnx.runtime import Embedder
@@ -21,19 +22,9 @@ PUBLISHED_STSB = 82.03
 pytestmark = requires_shared
 
 
-def read_stsb(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [r["sentence1"] for r in rows], [r["sentence2"] for r in rows], np.array([float(r["score"]) for r in rows])
-
-
 def stsb_spearman(embedder):
-    from scipy.stats import spearmanr
-
-    s1, s2, gold = read_stsb(STSB_TEST)
-    assert len(gold) == 1379
-    a, b = embedder.embed(s1), embedder.embed(s2)  # default batch size 32
-    return 100 * spearmanr(np.sum(a * b, axis=1), gold).correlation
+    assert len(read_stsb(STSB_TEST)[2]) == 1379
+    return quality.stsb_spearman(embedder.embed, STSB_TEST)  # default batch size 32
 
 
 @pytest.fixture(scope="module")

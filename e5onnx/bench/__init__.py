@@ -1,0 +1,1 @@
+"""Benchmarks and quality evaluation (the ``bench`` extra). Never imported by the runtime."""
