@@ -27,7 +27,7 @@ _DEFAULT_TOL = ParityTolerances()
 
 
 def _build_parser():
-    parser = argparse.ArgumentParser(prog="e5onnx", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="e5onnx", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action="version", version=f"e5onnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -39,7 +39,8 @@ def _build_parser():
     p.add_argument("--optimize", choices=OPTIMIZATION_LEVELS, help="also write model_optimized.onnx (ORT fusions)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--revision", help="Hub branch, tag or commit")
-    p.add_argument("--max-length", type=int, default=MAX_LENGTH, help=f"tokens per text (default {MAX_LENGTH})")
+    p.add_argument("--max-length", type=int,
+                   help=f"tokens per text (default: the model's sentence-transformers max_seq_length, else {MAX_LENGTH})")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads for the parity check")
     _add_tolerances(p)
@@ -73,11 +74,18 @@ def _build_parser():
 
 
 def _add_tolerances(p, default=_DEFAULT_TOL):
-    g = p.add_argument_group("parity tolerances (on normalised embeddings)")
-    g.add_argument("--fp32-max-abs", type=float, default=default and default.fp32_max_abs)
-    g.add_argument("--optimized-max-abs", type=float, default=default and default.optimized_max_abs)
-    g.add_argument("--int8-mean-cosine", type=float, default=default and default.int8_mean_cosine)
-    g.add_argument("--int8-min-cosine", type=float, default=default and default.int8_min_cosine)
+    g = p.add_argument_group("parity tolerances on normalised embeddings"
+                             + ("" if default else " (default: those recorded in the manifest)"))
+    d = default or _DEFAULT_TOL
+    g.add_argument("--fp32-max-abs", type=float, default=default and default.fp32_max_abs,
+                   help=f"largest |Δ| for fp32 (built-in default {d.fp32_max_abs:g})")
+    g.add_argument("--optimized-max-abs", type=float, default=default and default.optimized_max_abs,
+                   help=f"largest |Δ| for the optimized graph ({d.optimized_max_abs:g}; O3's GELU approximation "
+                        "needs about 1e-3)")
+    g.add_argument("--int8-mean-cosine", type=float, default=default and default.int8_mean_cosine,
+                   help=f"smallest mean cosine for int8 ({d.int8_mean_cosine:g})")
+    g.add_argument("--int8-min-cosine", type=float, default=default and default.int8_min_cosine,
+                   help=f"smallest per-text cosine for int8 ({d.int8_min_cosine:g})")
 
 
 def _tolerances(args, base):
@@ -94,6 +102,8 @@ def _read_texts(path, jsonl=False):
             data, name = Path(path).read_bytes(), path
         except OSError as exc:
             raise InvalidInputError(f"cannot read --input {path!r}: {exc.strerror}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark is not part of the first text
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # a final newline ends the last line; it does not start an empty text
@@ -129,16 +139,16 @@ def _cmd_export(args):
 def _cmd_verify(args):
     from .export import verify_folder
     from .export.parity import format_report
-    from .runtime.manifest import read_manifest
 
-    base = ParityTolerances(**read_manifest(args.folder).get("tolerances", {}))
-    report = verify_folder(args.folder, source=args.source, threads=args.threads,
-                           tolerances=_tolerances(args, base))
+    overrides = {k: getattr(args, k) for k in _DEFAULT_TOL.as_dict() if getattr(args, k) is not None}
+    report = verify_folder(args.folder, source=args.source, threads=args.threads, overrides=overrides)
     print("\n".join(format_report(report)))
     return 0
 
 
 def _summary(manifest):
+    from .runtime.embedder import variant_file
+
     return {
         "source": manifest.get("source", {}),
         "embedding_dim": manifest["embedding_dim"],
@@ -149,8 +159,8 @@ def _summary(manifest):
         "opset": manifest.get("opset"),
         "variants": {
             name: {
-                "file": v["file"],
-                "size_bytes": manifest["files"].get(v["file"], {}).get("size"),
+                "file": variant_file(manifest, name),
+                "size_bytes": manifest["files"].get(variant_file(manifest, name), {}).get("size"),
                 "parity_passed": v.get("parity", {}).get("passed"),
                 "max_abs_diff": v.get("parity", {}).get("max_abs_diff"),
                 "min_cosine": v.get("parity", {}).get("min_cosine"),
@@ -183,8 +193,6 @@ def _npy_target(path):
 def _cmd_embed(args):
     from .runtime.embedder import Embedder
 
-    if args.input is not None and args.texts:
-        raise InvalidInputError("give texts as arguments or with --input, not both")
     output = _npy_target(args.output) if args.output is not None else None
     texts = _read_texts(args.input, args.jsonl) if args.input is not None else list(args.texts)
     embedder = Embedder.load(args.folder, variant=args.variant, threads=args.threads)
@@ -220,6 +228,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "embed" and args.input is None and not args.texts:
         parser.error("embed needs TEXT arguments or --input FILE ('-' for stdin)")
+    if args.command == "embed" and args.input is not None and args.texts:
+        parser.error("give texts as arguments or with --input, not both")
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("e5onnx").setLevel(logging.INFO)
     try:

@@ -1,7 +1,7 @@
 """The package's one exception hierarchy.
 
 Every error e5onnx raises on purpose derives from :class:`E5OnnxError`, so callers can catch one type.
-Input errors also derive from :class:`ValueError` / :class:`TypeError` where that is what they are.
+Input errors (:class:`InvalidInputError`) also derive from :class:`ValueError`, whatever the cause.
 """
 
 

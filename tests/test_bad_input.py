@@ -541,3 +541,13 @@ def test_megabyte_texts_are_truncated_quickly_and_exactly(embedder):
     texts = [" ".join(rng.choice(vocab, size=n)) for n in (3000, 20000, 200000)]
     texts += ["x" * 50000, " " * 40000 + "hello world " * 10, "hello " * 2_000_000]
     assert embedder.tokenize(texts) == [e.ids for e in full.encode_batch(texts)]
+
+
+def test_invisible_leading_characters_do_not_defeat_the_prefix_rule(embedder):
+    assert has_prefix("\ufeffquery: x", "query: ") and has_prefix("\u200b query: x", "query: ")
+    assert embedder.tokenize(add_prefix(["\ufeffquery: x"], "query: ")) == embedder.tokenize(["query: x"])
+
+
+def test_tokenize_checks_truncate_too(embedder):
+    with pytest.raises(InvalidInputError, match="truncate must be True or False"):
+        embedder.tokenize(["a"], truncate="no")

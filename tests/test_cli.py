@@ -304,10 +304,11 @@ def test_embed_input_is_a_folder(capsys, tmp_path, tiny_export):
 def test_embed_texts_and_input_together(capsys, tmp_path, tiny_export):
     path = tmp_path / "t.txt"
     path.write_text("hello\n", encoding="utf-8")
-    code, out, err = run_cli(capsys, "embed", tiny_export, "extra text", "--input", path, "--variant", "fp32")
-    assert code == 1
-    assert out == ""
-    assert "not both" in err
+    with pytest.raises(SystemExit) as info:  # a usage error: exit 2
+        main(["embed", str(tiny_export), "extra text", "--input", str(path), "--variant", "fp32"])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "not both" in captured.err
 
 
 # ------------------------------------------------------------------------------------ embed: bad folders
@@ -557,3 +558,14 @@ def test_jsonl_flag_and_upper_case_suffix(capsys, tmp_path, tiny_export):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_allclose(json.loads(proc.stdout)["embedding"], want[0], atol=1e-6, rtol=0)
+
+
+def test_byte_order_mark_is_not_part_of_the_first_text(capsys, tmp_path, tiny_export):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffquery: hello\nquery: hello\n".encode("utf-8"))
+    out_npy = tmp_path / "v.npy"
+    code, out, err = run_cli(capsys, "embed", tiny_export, "--query", "--input", path, "-o", out_npy,
+                             "--variant", "fp32")
+    assert code == 0, err
+    v = np.load(out_npy)
+    np.testing.assert_allclose(v[0], v[1], atol=1e-6, rtol=0)

@@ -179,3 +179,40 @@ def test_verify_after_the_source_moved(tmp_path, tiny_bert_dir, capsys):
     assert main(["verify", str(out)]) == 1
     assert "no longer exists; pass --source" in capsys.readouterr().err
     assert main(["verify", str(out), "--source", str(tmp_path / "moved")]) == 0
+
+
+def test_output_inside_the_source_is_refused(tmp_path, tiny_bert_dir):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert_dir, src)
+    with pytest.raises(ExportError, match="is inside the source model folder"):
+        export_model(str(src), src / "onnx", max_length=128)
+    assert sorted(p.name for p in src.iterdir()) == sorted(p.name for p in tiny_bert_dir.iterdir())
+
+
+def test_an_output_that_appears_during_export_is_not_replaced(tmp_path):
+    from e5onnx.export.exporter import _place
+
+    tmp, out = tmp_path / "new", tmp_path / "out"
+    tmp.mkdir()
+    out.mkdir()
+    (out / "theirs").write_text("x")
+    with pytest.raises(ExportError, match="appeared while exporting"):
+        _place(tmp, out, force=False)
+    assert (out / "theirs").is_file()
+
+
+def test_max_length_defaults_to_sentence_transformers_setting(tmp_path, tiny_bert_dir):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert_dir, src)
+    (src / "sentence_bert_config.json").write_text('{"max_seq_length": 64, "do_lower_case": false}')
+    m = export_model(str(src), tmp_path / "out")
+    assert m["max_length"] == 64
+
+
+def test_verify_needs_a_local_export(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "nothing")]) == 1
+    assert "no such model folder" in capsys.readouterr().err

@@ -574,6 +574,10 @@ def test_errors_form_one_hierarchy():
     (lambda m: m.update(files=None), "files must be an object"),
     (lambda m: m.update(max_length="512"), "max_length must be a whole number >= 2"),
     (lambda m: m.update(pad_token_id=-1), "pad_token_id must be a whole number >= 0"),
+    (lambda m: m["variants"]["fp32"].update(parity="yes"), "variants['fp32']['parity'] must be an object"),
+    (lambda m: m["variants"]["fp32"].update(file="/etc/passwd"), "must be a file name inside the folder"),
+    (lambda m: m.update(tolerances={"foo": 1}), "tolerances must be an object with keys among"),
+    (lambda m: m.update(prefixes={"query": 3}), "prefixes must be an object"),
 ])
 def test_malformed_manifest_is_a_clear_error(folder, edit, message):
     manifest = _manifest(folder)
@@ -599,3 +603,21 @@ def test_auto_with_a_corrupt_optimized_file_stays_an_integrity_error(folder):
     with pytest.raises(IntegrityError, match="variant 'auto' chose 'optimized'; pass variant='fp32'"):
         Embedder.load(folder, threads=1)
     assert Embedder.load(folder, variant="fp32", threads=1).variant == "fp32"
+
+
+def test_manifest_prefixes_are_used(folder):
+    manifest = _manifest(folder)
+    manifest["prefixes"] = {"query": "Q: ", "passage": "P: "}
+    _write_manifest(folder, manifest)
+    e = Embedder.load(folder, variant="fp32", threads=1)
+    assert (e.query_prefix, e.passage_prefix) == ("Q: ", "P: ")
+    np.testing.assert_allclose(e.embed_queries(["hello"]), e.embed(["Q: hello"]), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(e.embed_passages(["P: hello"]), e.embed(["P: hello"]), atol=1e-6, rtol=0)
+
+
+def test_embedding_dim_that_disagrees_with_the_graph(folder):
+    manifest = _manifest(folder)
+    manifest["embedding_dim"] = 768
+    _write_manifest(folder, manifest)
+    with pytest.raises(ModelFolderError, match="outputs 32 dims but the manifest records embedding_dim 768"):
+        Embedder.load(folder, variant="fp32", threads=1)

@@ -25,7 +25,6 @@ from ..config import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
-    MAX_LENGTH,
     OPTIMIZATION_LEVELS,
     OUTPUT_NAME,
     PASSAGE_PREFIX,
@@ -38,11 +37,13 @@ from ..config import (
 from ..errors import E5OnnxError, ExportError, ModelFolderError
 from ..runtime.cpu import cpu_info
 from ..runtime.embedder import Embedder
+from ..runtime.arguments import whole_number
 from ..runtime.folder import is_local
+from ..runtime.session import max_threads
 from ..runtime.manifest import default_mode, describe_files, read_manifest, write_json_atomic
 from . import graph
 from .parity import ReferenceBattery, check_report, format_report, run_parity
-from .source import read_config, resolve_source
+from .source import default_max_length, read_config, resolve_source
 
 log = logging.getLogger("e5onnx.export")
 
@@ -69,7 +70,7 @@ def _check_args(output, quantize, optimize, opset, max_length, force):
         raise ExportError(f"--optimize must be one of {OPTIMIZATION_LEVELS}, got {optimize!r}")
     if not isinstance(opset, int) or not 14 <= opset <= 23:
         raise ExportError(f"--opset must be an int from 14 to 23, got {opset!r}")
-    if not isinstance(max_length, int) or max_length < 2:
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ExportError(f"--max-length must be an int >= 2, got {max_length!r}")
     output = Path(output).expanduser().absolute()
     if output.exists() and not force:
@@ -96,6 +97,11 @@ def _check_not_inside(source_dir, output):
     if resolved == source_dir or resolved in source_dir.parents:
         raise ExportError(
             f"output {str(output)!r} would replace the source model folder {str(source_dir)!r}; pick another --output"
+        )
+    if source_dir in resolved.parents:
+        raise ExportError(
+            f"output {str(output)!r} is inside the source model folder {str(source_dir)!r} (or the Hugging Face "
+            "cache); pick an --output outside it"
         )
 
 
@@ -132,9 +138,11 @@ def _export_fp32(source_dir, tmp, opset):
     return fp32
 
 
-def _place(tmp, output):
+def _place(tmp, output, force):
     """Move the finished folder ``tmp`` to ``output``, replacing an old one only after the new one is ready."""
     backup = None
+    if output.exists() and not force:  # another export finished there while this one ran
+        raise ExportError(f"output {str(output)!r} appeared while exporting; pass --force to replace it")
     if output.exists():
         backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
         backup.rmdir()
@@ -150,7 +158,7 @@ def _place(tmp, output):
 
 
 def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
-                 revision=None, max_length=MAX_LENGTH, force=False, tolerances=ParityTolerances(), threads=None):
+                 revision=None, max_length=None, force=False, tolerances=ParityTolerances(), threads=None):
     """Export a Hugging Face BERT embedding model to a verified e5onnx model folder.
 
     Args:
@@ -160,7 +168,9 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         optimize: ``None``, ``"O1"``, ``"O2"`` or ``"O3"`` (adds ``model_optimized.onnx``).
         opset: ONNX opset for optimum's exporter.
         revision: Hub branch, tag or commit.
-        max_length: tokens per text the folder is made for (at most the model's positions).
+        max_length: tokens per text the folder is made for (at most the model's positions); default: the
+            source's sentence-transformers ``max_seq_length`` if it has one (256 for all-MiniLM-L6-v2),
+            else 512.
         force: replace an existing ``output``.
         tolerances: :class:`~e5onnx.config.ParityTolerances` for the parity check.
         threads: ONNX Runtime threads used by the parity check.
@@ -181,8 +191,10 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
     if is_local(model):  # the most specific refusal first
         _check_not_inside(model, Path(output).expanduser().absolute())
     output = _check_args(output, quantize, optimize, opset, max_length, force)
+    if threads is not None:
+        whole_number("threads", threads, 1, max_threads())
     with _sigterm_as_exit():
-        return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads)
+        return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force)
 
 
 _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
@@ -214,11 +226,13 @@ def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, t
     }
 
 
-def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads):
+def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force):
     started = time.perf_counter()
     source_dir, source = resolve_source(model, revision)
     _check_not_inside(source_dir, output)
     config = read_config(source_dir)
+    if max_length is None:
+        max_length = default_max_length(source_dir)
     positions = config.get("max_position_embeddings")
     if positions and max_length > positions:
         raise ExportError(f"--max-length {max_length} is over the model's max_position_embeddings {positions}")
@@ -259,7 +273,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
                              time.perf_counter() - started)
         check_report(report)
         write_json_atomic(tmp / MANIFEST_FILE, manifest)
-        _place(tmp, output)
+        _place(tmp, output, force)
         log.info("wrote %s", output)
         return manifest
     except E5OnnxError:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from ..config import MAX_LENGTH
 from ..errors import ExportError, ModelFolderError
 from ..runtime.folder import is_local, local_folder, looks_like_path
 from ..runtime.manifest import describe_files
@@ -51,6 +52,15 @@ def resolve_source(model, revision=None):
         raise ExportError(f"no weights ({' or '.join(WEIGHT_FILES)}) in source model folder {str(folder)!r}")
     info["weights"] = describe_files(folder, weights)
     return folder, info
+
+
+def default_max_length(folder):
+    """The source's sentence-transformers ``max_seq_length`` (``sentence_bert_config.json``), else 512."""
+    try:
+        value = json.loads((Path(folder) / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return MAX_LENGTH
+    return value if isinstance(value, int) and value >= 2 else MAX_LENGTH
 
 
 def read_config(folder):

@@ -61,6 +61,14 @@ class Embedder:
     Build one with :meth:`load` (model folder or Hub repo, checked against its manifest) or directly from
     files. One ONNX Runtime session per Embedder, reused by every call; calls are thread-safe.
 
+    Attributes:
+        dim: embedding width (384 for e5-small); :meth:`embed` returns ``(n, dim)`` float32.
+        max_length: tokens per text, special tokens included.
+        threads: ONNX Runtime intra-op threads.
+        variant: ``"fp32"``, ``"optimized"`` or ``"int8"``.
+        query_prefix, passage_prefix: what :meth:`embed_queries` / :meth:`embed_passages` add.
+        manifest: the model folder's manifest (dict), or ``None``.
+
     Args:
         model_path: the ``.onnx`` file.
         tokenizer_path: the ``tokenizer.json`` file.
@@ -85,7 +93,15 @@ class Embedder:
         self.manifest = manifest
         self.tokenizer = TextTokenizer(tokenizer_path, max_length, pad_token_id)
         self.encoder = OnnxEncoder(self.model_path, threads)
-        dim = self.encoder.dim or (manifest or {}).get("embedding_dim")
+        recorded = (manifest or {}).get("embedding_dim")
+        if self.encoder.dim and recorded and self.encoder.dim != recorded:
+            raise ModelFolderError(f"{str(model_path)!r} outputs {self.encoder.dim} dims but the manifest records "
+                                   f"embedding_dim {recorded}")
+        prefixes = (manifest or {}).get("prefixes", {})
+        #: Prefixes added by :meth:`embed_queries` / :meth:`embed_passages` (the manifest's, else e5's).
+        self.query_prefix = prefixes.get("query", QUERY_PREFIX)
+        self.passage_prefix = prefixes.get("passage", PASSAGE_PREFIX)
+        dim = self.encoder.dim or recorded
         if not dim:  # dynamic last axis and no manifest: ask the graph once
             ids, mask = self.tokenizer.pad(self.tokenizer.encode([""]), self.encoder.id_dtype)
             dim = int(self.encoder.run(ids, mask).shape[-1])
@@ -152,7 +168,7 @@ class Embedder:
         Raises:
             InvalidInputError: as :meth:`embed`.
         """
-        return self.tokenizer.encode(as_text_list(texts), truncate)
+        return self.tokenizer.encode(as_text_list(texts), flag("truncate", truncate))
 
     def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
         """Embed texts as given (no prefix added).
@@ -193,18 +209,18 @@ class Embedder:
         return out
 
     def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
-        """Embed search queries: ``"query: "`` is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
+        """Embed search queries: :attr:`query_prefix` (``"query: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
 
         Returns and raises as :meth:`embed`.
         """
-        return self.embed(add_prefix(as_text_list(texts), QUERY_PREFIX), batch_size, truncate)
+        return self.embed(add_prefix(as_text_list(texts), self.query_prefix), batch_size, truncate)
 
     def embed_passages(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
-        """Embed documents: ``"passage: "`` is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
+        """Embed documents: :attr:`passage_prefix` (``"passage: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
 
         Returns and raises as :meth:`embed`.
         """
-        return self.embed(add_prefix(as_text_list(texts), PASSAGE_PREFIX), batch_size, truncate)
+        return self.embed(add_prefix(as_text_list(texts), self.passage_prefix), batch_size, truncate)
 
     def _forward(self, rows, where):
         input_ids, attention_mask = self.tokenizer.pad(rows, self.encoder.id_dtype)

@@ -131,6 +131,17 @@ def _shape_problem(manifest):
     for name, entry in variants.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("file", ""), str):
             return f"variants[{name!r}] must be an object with a 'file' name"
+        if Path(entry.get("file", "x")).name != entry.get("file", "x"):
+            return f"variants[{name!r}]['file'] must be a file name inside the folder, got {entry['file']!r}"
+        if not isinstance(entry.get("parity", {}), dict):
+            return f"variants[{name!r}]['parity'] must be an object"
+    tolerances = manifest.get("tolerances", {})
+    known = {"fp32_max_abs", "optimized_max_abs", "int8_mean_cosine", "int8_min_cosine"}
+    if not isinstance(tolerances, dict) or not set(tolerances) <= known:
+        return f"tolerances must be an object with keys among {sorted(known)}"
+    prefixes = manifest.get("prefixes", {})
+    if not isinstance(prefixes, dict) or not all(isinstance(prefixes.get(k, ""), str) for k in ("query", "passage")):
+        return "prefixes must be an object with 'query' and 'passage' strings"
     return None
 
 

@@ -4,6 +4,7 @@ Accepted input: a single ``str`` (one text) or an iterable of ``str``. Everythin
 :class:`~e5onnx.errors.InvalidInputError` that names the offending index and the reason.
 """
 
+import unicodedata
 from collections.abc import Mapping, Set
 
 from ..errors import InvalidInputError
@@ -58,12 +59,16 @@ def as_text_list(texts):
 def has_prefix(text, prefix):
     """True when ``text`` already starts with ``prefix`` as the uncased e5 tokenizer sees it.
 
-    The rule: leading whitespace is ignored, case is ignored, and the space after the colon is optional,
+    The rule: leading whitespace and invisible format/control characters (a byte-order mark, U+200B) are
+    ignored, case is ignored, and the space after the colon is optional,
     because BERT's uncased tokenizer gives ``"query: x"``, ``"Query: x"``, ``"  QUERY:x"`` the very same
     tokens. Any other start (``"query x"``, ``"passage: x"`` when asking for queries) gets the prefix.
     """
     head = prefix.rstrip()
-    return text.lstrip()[: len(head)].casefold() == head.casefold()
+    start = 0
+    while start < len(text) and (text[start].isspace() or unicodedata.category(text[start]) in ("Cc", "Cf")):
+        start += 1  # BERT's normaliser drops these (a byte-order mark, zero-width space, control chars)
+    return text[start:start + len(head)].casefold() == head.casefold()
 
 
 def add_prefix(texts, prefix):
