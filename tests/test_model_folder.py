@@ -578,20 +578,14 @@ def test_errors_form_one_hierarchy():
     (lambda m: m["variants"]["fp32"].update(file="/etc/passwd"), "must be a file name inside the folder"),
     (lambda m: m.update(tolerances={"foo": 1}), "tolerances must be an object with keys among"),
     (lambda m: m.update(prefixes={"query": 3}), "prefixes must be an object"),
+    (lambda m: m.update(pad_token_id=999999), "pad_token_id 999999 is not an id of"),
+    (lambda m: m.update(embedding_dim=768), "outputs 32 dims but the manifest records embedding_dim 768"),
 ])
 def test_malformed_manifest_is_a_clear_error(folder, edit, message):
     manifest = _manifest(folder)
     edit(manifest)
     _write_manifest(folder, manifest)
     with pytest.raises(ModelFolderError, match=re.escape(message)):
-        Embedder.load(folder, variant="fp32", threads=1)
-
-
-def test_pad_token_id_outside_the_vocabulary(folder):
-    manifest = _manifest(folder)
-    manifest["pad_token_id"] = 999999
-    _write_manifest(folder, manifest)
-    with pytest.raises(ModelFolderError, match="pad_token_id 999999 is not an id of"):
         Embedder.load(folder, variant="fp32", threads=1)
 
 
@@ -613,11 +607,3 @@ def test_manifest_prefixes_are_used(folder):
     assert (e.query_prefix, e.passage_prefix) == ("Q: ", "P: ")
     np.testing.assert_allclose(e.embed_queries(["hello"]), e.embed(["Q: hello"]), atol=1e-6, rtol=0)
     np.testing.assert_allclose(e.embed_passages(["P: hello"]), e.embed(["P: hello"]), atol=1e-6, rtol=0)
-
-
-def test_embedding_dim_that_disagrees_with_the_graph(folder):
-    manifest = _manifest(folder)
-    manifest["embedding_dim"] = 768
-    _write_manifest(folder, manifest)
-    with pytest.raises(ModelFolderError, match="outputs 32 dims but the manifest records embedding_dim 768"):
-        Embedder.load(folder, variant="fp32", threads=1)
