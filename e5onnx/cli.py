@@ -51,6 +51,17 @@ def _build_parser():
     p.add_argument("--threads", type=int)
     _add_tolerances(p, default=None)
 
+    p = sub.add_parser("bench", help="side-by-side speed vs the PyTorch reference and fastembed (bench extra)")
+    p.add_argument("folder", help="exported model folder")
+    p.add_argument("--out", required=True, help="folder for results.json and results.md")
+    p.add_argument("--source", help="Hugging Face folder for the PyTorch reference (default: the manifest's)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--passages", type=int, default=500)
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--quick", action="store_true", help="tiny workload: only checks that the harness runs")
+    p.add_argument("--skip", action="append", default=[], choices=["torch", "fastembed"])
+
     p = sub.add_parser("info", help="print a model folder's manifest summary as JSON")
     p.add_argument("folder", help="model folder or Hub repo id")
     p.add_argument("--full", action="store_true", help="print the whole manifest")
@@ -219,7 +230,17 @@ def _cmd_embed(args):
     return 0
 
 
-_COMMANDS = {"export": _cmd_export, "verify": _cmd_verify, "info": _cmd_info, "embed": _cmd_embed}
+def _cmd_bench(args):
+    from .bench.run import markdown, run
+
+    result = run(args.folder, args.out, source=args.source, threads=args.threads, repeats=args.repeats,
+                 passages=args.passages, queries=args.queries, quick=args.quick, skip=args.skip)
+    print(markdown(result))
+    return 0
+
+
+_COMMANDS = {"export": _cmd_export, "verify": _cmd_verify, "info": _cmd_info, "embed": _cmd_embed,
+             "bench": _cmd_bench}
 
 
 def main(argv=None):
@@ -238,6 +259,10 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
+        if exc.name in ("fastembed", "scipy") and args.command == "bench":
+            print(f"error: `e5onnx bench` needs the bench extra ({exc.name} is not installed): "
+                  "pip install 'e5onnx[bench]'", file=sys.stderr)
+            return 1
         if exc.name in ("torch", "transformers", "optimum", "onnx"):
             print(f"error: `e5onnx {args.command}` needs the export extra ({exc.name} is not installed): "
                   "pip install 'e5onnx[export]'", file=sys.stderr)

@@ -1,0 +1,105 @@
+"""``e5onnx bench``: every contender side by side in one process run (issue 3, first part: speed + agreement).
+
+Contenders: the PyTorch reference (transformers fp32), fastembed on the same ``model.onnx``, and each
+e5onnx variant in the model folder, all with the same thread count. Writes ``results.json`` and
+``results.md`` (with the environment) to ``--out``. ``--quick`` only checks that the harness runs.
+"""
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from ..config import VARIANTS
+from ..runtime.cpu import cpu_info
+from ..runtime.manifest import read_manifest, write_json_atomic
+from . import contenders as C
+from .speed import agreement, measure_passages, measure_queries
+
+SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
+
+
+def workload(n_passages, n_queries, folder=SCIFACT):
+    """SciFact passages (``passage: `` + title + text, the first n) and queries (``query: ``), else synthetic."""
+    if (folder / "queries.test.jsonl").is_file():
+        from .quality import read_scifact
+
+        _, docs, _, queries, _ = read_scifact(folder)
+        return (["passage: " + d for d in docs[:n_passages]], ["query: " + q for q in queries[:n_queries]],
+                "SciFact test (BEIR)")
+    words = "the cell membrane regulates transport of ions and small molecules across the lipid bilayer".split()
+    passages = ["passage: " + " ".join(words[j % len(words)] for j in range(5 + (i * 37) % 300))
+                for i in range(n_passages)]
+    return passages, [f"query: what regulates ion transport {i}" for i in range(n_queries)], "synthetic"
+
+
+def environment(threads):
+    names = ("e5onnx", "onnxruntime", "torch", "transformers", "fastembed", "tokenizers", "numpy")
+    versions = {}
+    for n in names:
+        try:
+            versions[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            versions[n] = None
+    return {"cpu": cpu_info(), "threads": threads, "python": platform.python_version(), "versions": versions,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def build_contenders(model_dir, source, threads, max_length, dim, skip=()):
+    found = []
+    if "torch" not in skip and source:
+        found.append(C.TorchContender(source, threads, max_length))
+    if "fastembed" not in skip:
+        found.append(C.FastembedContender(model_dir, threads, max_length, dim))
+    manifest = read_manifest(model_dir)
+    found += [C.E5onnxContender(model_dir, v, threads) for v in VARIANTS if v in manifest["variants"]]
+    return found
+
+
+def markdown(result):
+    env = result["environment"]
+    lines = [f"# e5onnx benchmark — {result['model']}", "",
+             f"CPU: {env['cpu']['model']} ({', '.join(env['cpu']['flags'])}); threads {env['threads']}; "
+             f"workload: {result['workload']}; repeats {result['repeats']} (medians); {env['date']}", "",
+             "## Passages: tokens/s by batch size", ""]
+    sizes = list(next(iter(result["passages"].values())))
+    lines.append("| contender | " + " | ".join(f"batch {b}" for b in sizes) + " |")
+    lines.append("|---" * (len(sizes) + 1) + "|")
+    for name, per_b in result["passages"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{per_b[b]['tokens_per_s']:.0f}" for b in sizes) + " |")
+    lines += ["", "## Single query latency (ms) and agreement with the PyTorch reference", "",
+              "| contender | p50 | p95 | p99 | mean cos | min cos | max abs diff |", "|---|---|---|---|---|---|---|"]
+    for name, q in result["queries"].items():
+        a = result["agreement"].get(name, {})
+        lines.append(f"| {name} | {q['p50_ms']:.2f} | {q['p95_ms']:.2f} | {q['p99_ms']:.2f} | "
+                     f"{a.get('mean_cosine', float('nan')):.6f} | {a.get('min_cosine', float('nan')):.6f} | "
+                     f"{a.get('max_abs_diff', float('nan')):.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries=100,
+        batch_sizes=(1, 8, 32, 128), quick=False, skip=()):
+    """Run the benchmark; write ``out/results.json`` and ``out/results.md``; return the result dict."""
+    if quick:
+        repeats, passages, queries, batch_sizes = 1, 16, 4, (1, 8)
+    manifest = read_manifest(model_dir)
+    if source is None:
+        source = manifest.get("source", {}).get("path")
+    texts, qs, name = workload(passages, queries)
+    cs = build_contenders(model_dir, source, threads, manifest["max_length"], manifest["embedding_dim"], skip)
+    ours = next(c for c in cs if c.name.startswith("e5onnx"))
+    tokens = sum(len(ids) for ids in ours.embedder.tokenize(texts))
+    reference = "torch-fp32" if any(c.name == "torch-fp32" for c in cs) else cs[0].name
+    result = {
+        "model": str(model_dir), "workload": f"{name}: {len(texts)} passages ({tokens} tokens), {len(qs)} queries",
+        "repeats": repeats, "environment": environment(threads),
+        "agreement": agreement(cs, texts[:64], reference),
+        "passages": measure_passages(cs, texts, tokens, batch_sizes, repeats),
+        "queries": measure_queries(cs, qs, repeats),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", result)
+    (out / "results.md").write_text(markdown(result), encoding="utf-8")
+    return result

@@ -1,0 +1,30 @@
+"""The benchmark harness runs every contender side by side (quick mode) and they agree on the vectors."""
+
+import json
+
+import pytest
+
+from e5onnx.bench.run import run
+from e5onnx.cli import main
+
+pytest.importorskip("fastembed", reason="fastembed (bench extra) is not installed")
+
+
+def test_quick_bench_on_tiny_model(tiny_export, tmp_path):
+    result = run(tiny_export, tmp_path / "out", threads=1, quick=True)
+    names = {"torch-fp32", "fastembed-fp32", "e5onnx-fp32", "e5onnx-optimized", "e5onnx-int8"}
+    assert set(result["passages"]) == names and set(result["queries"]) == names
+    for name in ("fastembed-fp32", "e5onnx-fp32", "e5onnx-optimized"):
+        assert result["agreement"][name]["max_abs_diff"] <= 1e-5, (name, result["agreement"][name])
+    for per_batch in result["passages"].values():
+        assert all(r["tokens_per_s"] > 0 for r in per_batch.values())
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["environment"]["threads"] == 1
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert all(f"| {n} |" in table for n in names)
+
+
+def test_bench_cli_quick_skip_torch(tiny_export, tmp_path, capsys):
+    assert main(["bench", str(tiny_export), "--out", str(tmp_path / "o"), "--quick", "--threads", "1",
+                 "--skip", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "| e5onnx-fp32 |" in out and "torch-fp32" not in out
