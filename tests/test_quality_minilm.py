@@ -6,7 +6,6 @@ export run through the torch-free Embedder must land within ±0.02 of it.
 
 import json
 
-import numpy as np
 import pytest
 
 from e5onnx.bench import quality

@@ -5,14 +5,11 @@ e5onnx variant in the model folder, all with the same thread count. Writes ``res
 ``results.md`` (with the environment) to ``--out``. ``--quick`` only checks that the harness runs.
 """
 
-import json
-import platform
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from ..config import VARIANTS
-from ..runtime.cpu import cpu_info
+from ..environment import describe
 from ..runtime.manifest import read_manifest, write_json_atomic
 from . import contenders as C
 from .speed import agreement, measure_passages, measure_queries
@@ -35,15 +32,9 @@ def workload(n_passages, n_queries, folder=SCIFACT):
 
 
 def environment(threads):
+    """The machine and library versions of a benchmark run, with its thread count and date."""
     names = ("e5onnx", "onnxruntime", "torch", "transformers", "fastembed", "tokenizers", "numpy")
-    versions = {}
-    for n in names:
-        try:
-            versions[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            versions[n] = None
-    return {"cpu": cpu_info(), "threads": threads, "python": platform.python_version(), "versions": versions,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {**describe(names), "threads": threads, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def build_contenders(model_dir, source, threads, max_length, dim, skip=()):

@@ -6,7 +6,6 @@ variant passed its parity check, so a failed or interrupted export leaves nothin
 
 import logging
 import os
-import platform
 import shutil
 import signal
 import tempfile
@@ -15,7 +14,6 @@ import time
 import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
@@ -35,7 +33,7 @@ from ..config import (
     ParityTolerances,
 )
 from ..errors import E5OnnxError, ExportError, ModelFolderError
-from ..runtime.cpu import cpu_info
+from ..environment import describe
 from ..runtime.embedder import Embedder
 from ..runtime.arguments import whole_number
 from ..runtime.folder import is_local
@@ -53,14 +51,7 @@ _VERSIONED = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxr
 
 def environment():
     """Versions of the export's libraries, Python, the platform and the CPU (model and ISA flags)."""
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"e5onnx": __version__, "python": platform.python_version(), "platform": platform.platform(),
-            "versions": versions, "cpu": cpu_info()}
+    return {"e5onnx": __version__, **describe(_VERSIONED)}
 
 
 def _check_args(output, quantize, optimize, opset, max_length, force):
