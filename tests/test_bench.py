@@ -18,6 +18,9 @@ def test_quick_bench_on_tiny_model(tiny_export, tmp_path):
         assert result["agreement"][name]["max_abs_diff"] <= 1e-5, (name, result["agreement"][name])
     for per_batch in result["passages"].values():
         assert all(r["tokens_per_s"] > 0 for r in per_batch.values())
+    for name, p in result["process"].items():  # measured in a fresh process per contender
+        assert p["cold_start_s"] > 0 and 10 < p["peak_rss_mb"] < 4000, (name, p)
+    assert result["process"]["e5onnx-int8"]["model_mb"] < result["process"]["e5onnx-fp32"]["model_mb"]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["environment"]["threads"] == 1
     table = (tmp_path / "out" / "results.md").read_text()
     assert all(f"| {n} |" in table for n in names)

@@ -59,3 +59,24 @@ class FastembedContender:
 
     def embed(self, texts):
         return np.array(list(self.model.embed(list(texts), batch_size=max(1, len(texts)))), dtype=np.float32)
+
+
+def build(spec):
+    """A contender from a JSON-able spec: ``{"kind": "torch"|"fastembed"|"e5onnx", ...}`` (see :func:`specs`)."""
+    kind = spec["kind"]
+    if kind == "torch":
+        return TorchContender(spec["source"], spec["threads"], spec["max_length"])
+    if kind == "fastembed":
+        return FastembedContender(spec["model_dir"], spec["threads"], spec["max_length"], spec["dim"])
+    return E5onnxContender(spec["model_dir"], spec["variant"], spec["threads"])
+
+
+def specs(model_dir, source, threads, max_length, dim, variants, skip=()):
+    """Specs of every contender of a run: torch (if a source is known), fastembed, then each variant."""
+    common = {"model_dir": str(model_dir), "threads": threads, "max_length": max_length, "dim": dim}
+    out = []
+    if "torch" not in skip and source:
+        out.append({**common, "kind": "torch", "source": str(source)})
+    if "fastembed" not in skip:
+        out.append({**common, "kind": "fastembed"})
+    return out + [{**common, "kind": "e5onnx", "variant": v} for v in variants]

@@ -8,10 +8,11 @@ e5onnx variant in the model folder, all with the same thread count. Writes ``res
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import VARIANTS
+from ..config import VARIANT_FILES, VARIANTS
 from ..environment import describe
 from ..runtime.manifest import read_manifest, write_json_atomic
 from . import contenders as C
+from .probe import cold_start_and_rss
 from .speed import agreement, measure_passages, measure_queries
 
 SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
@@ -37,15 +38,13 @@ def environment(threads):
     return {**describe(names), "threads": threads, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def build_contenders(model_dir, source, threads, max_length, dim, skip=()):
-    found = []
-    if "torch" not in skip and source:
-        found.append(C.TorchContender(source, threads, max_length))
-    if "fastembed" not in skip:
-        found.append(C.FastembedContender(model_dir, threads, max_length, dim))
-    manifest = read_manifest(model_dir)
-    found += [C.E5onnxContender(model_dir, v, threads) for v in VARIANTS if v in manifest["variants"]]
-    return found
+def model_size_mb(spec, manifest):
+    """Size of the weights file a contender loads, MB (10^6 bytes)."""
+    if spec["kind"] == "torch":
+        weights = manifest.get("source", {}).get("weights", {})
+        return sum(w["size"] for w in weights.values()) / 1e6 if weights else None
+    name = VARIANT_FILES.get(spec.get("variant", "fp32"))
+    return manifest["files"][name]["size"] / 1e6
 
 
 def markdown(result):
@@ -59,13 +58,16 @@ def markdown(result):
     lines.append("|---" * (len(sizes) + 1) + "|")
     for name, per_b in result["passages"].items():
         lines.append(f"| {name} | " + " | ".join(f"{per_b[b]['tokens_per_s']:.0f}" for b in sizes) + " |")
-    lines += ["", "## Single query latency (ms) and agreement with the PyTorch reference", "",
-              "| contender | p50 | p95 | p99 | mean cos | min cos | max abs diff |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Single query latency, agreement with the PyTorch reference, cold start, memory", "",
+              "| contender | p50 ms | p95 ms | p99 ms | mean cos | min cos | max abs diff | cold start s | "
+              "peak RSS MB | model MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, q in result["queries"].items():
-        a = result["agreement"].get(name, {})
+        a, p = result["agreement"].get(name, {}), result["process"].get(name, {})
+        size = f"{p['model_mb']:.1f}" if p.get("model_mb") is not None else "-"
         lines.append(f"| {name} | {q['p50_ms']:.2f} | {q['p95_ms']:.2f} | {q['p99_ms']:.2f} | "
                      f"{a.get('mean_cosine', float('nan')):.6f} | {a.get('min_cosine', float('nan')):.6f} | "
-                     f"{a.get('max_abs_diff', float('nan')):.2e} |")
+                     f"{a.get('max_abs_diff', float('nan')):.2e} | {p.get('cold_start_s', float('nan')):.2f} | "
+                     f"{p.get('peak_rss_mb', float('nan')):.0f} | {size} |")
     return "\n".join(lines) + "\n"
 
 
@@ -78,7 +80,9 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
     if source is None:
         source = manifest.get("source", {}).get("path")
     texts, qs, name = workload(passages, queries)
-    cs = build_contenders(model_dir, source, threads, manifest["max_length"], manifest["embedding_dim"], skip)
+    variants = [v for v in VARIANTS if v in manifest["variants"]]
+    all_specs = C.specs(model_dir, source, threads, manifest["max_length"], manifest["embedding_dim"], variants, skip)
+    cs = [C.build(s) for s in all_specs]
     ours = next(c for c in cs if c.name.startswith("e5onnx"))
     tokens = sum(len(ids) for ids in ours.embedder.tokenize(texts))
     reference = "torch-fp32" if any(c.name == "torch-fp32" for c in cs) else cs[0].name
@@ -88,6 +92,8 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
         "agreement": agreement(cs, texts[:64], reference),
         "passages": measure_passages(cs, texts, tokens, batch_sizes, repeats),
         "queries": measure_queries(cs, qs, repeats),
+        "process": {c.name: {**cold_start_and_rss(s, texts[:128]), "model_mb": model_size_mb(s, manifest)}
+                    for c, s in zip(cs, all_specs)},
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
