@@ -21,6 +21,10 @@ def test_quick_bench_on_tiny_model(tiny_export, tmp_path):
     for name, p in result["process"].items():  # measured in a fresh process per contender
         assert p["cold_start_s"] > 0 and 10 < p["peak_rss_mb"] < 4000, (name, p)
     assert result["process"]["e5onnx-int8"]["model_mb"] < result["process"]["e5onnx-fp32"]["model_mb"]
+    if result["quality"]:  # STS-B from ../shared, first 64 pairs in quick mode
+        assert result["quality"]["torch-fp32"]["min_cosine_to_reference"] == pytest.approx(1.0)
+        assert result["quality"]["e5onnx-fp32"]["min_cosine_to_reference"] > 0.99999
+        assert result["quality"]["e5onnx-fp32"]["sentences"] == 128
     assert json.loads((tmp_path / "out" / "results.json").read_text())["environment"]["threads"] == 1
     table = (tmp_path / "out" / "results.md").read_text()
     assert all(f"| {n} |" in table for n in names)

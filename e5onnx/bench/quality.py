@@ -44,6 +44,37 @@ def stsb_spearman(embed, path, prefix=""):
     return 100 * float(spearmanr(np.sum(a * b, axis=1), gold).correlation)
 
 
+def stsb_per_contender(contenders, path, reference_name, pairs=None, batch_size=32):
+    """STS-B quality of each contender from the same sentences: Spearman ×100 and cosine to the reference.
+
+    Args:
+        contenders: objects with ``name`` and ``embed(list[str])``.
+        path: ``sts-test.tsv``; ``pairs`` limits it to the first N pairs (``None``: all 1379).
+        reference_name: the contender whose vectors the others are compared with (fp32 PyTorch).
+
+    Returns:
+        ``{name: {"stsb_spearman", "mean_cosine_to_reference", "min_cosine_to_reference", "sentences"}}``.
+    """
+    from scipy.stats import spearmanr
+
+    s1, s2, gold = read_stsb(path)
+    s1, s2, gold = s1[:pairs], s2[:pairs], gold[:pairs]
+    sentences = s1 + s2
+    vectors = {}
+    for c in contenders:
+        parts = [c.embed(sentences[i:i + batch_size]) for i in range(0, len(sentences), batch_size)]
+        vectors[c.name] = np.concatenate(parts).astype(np.float64)
+    ref = vectors[reference_name]
+    out = {}
+    for name, v in vectors.items():
+        a, b = v[: len(s1)], v[len(s1):]
+        cos = np.sum(v * ref, axis=1)
+        out[name] = {"stsb_spearman": 100 * float(spearmanr(np.sum(a * b, axis=1), gold).correlation),
+                     "mean_cosine_to_reference": float(cos.mean()), "min_cosine_to_reference": float(cos.min()),
+                     "sentences": len(sentences)}
+    return out
+
+
 def read_scifact(folder):
     """BEIR SciFact test split from ``folder`` (``corpus.part*.jsonl``, ``queries.test.jsonl``, ``qrels/test.tsv``).
 

@@ -13,9 +13,12 @@ from ..environment import describe
 from ..runtime.manifest import read_manifest, write_json_atomic
 from . import contenders as C
 from .probe import cold_start_and_rss
+from .quality import stsb_per_contender
 from .speed import agreement, measure_passages, measure_queries
 
-SCIFACT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SCIFACT = SHARED_DATA / "scifact"
+STSB = SHARED_DATA / "stsb" / "sts-test.tsv"
 
 
 def workload(n_passages, n_queries, folder=SCIFACT):
@@ -68,6 +71,13 @@ def markdown(result):
                      f"{a.get('mean_cosine', float('nan')):.6f} | {a.get('min_cosine', float('nan')):.6f} | "
                      f"{a.get('max_abs_diff', float('nan')):.2e} | {p.get('cold_start_s', float('nan')):.2f} | "
                      f"{p.get('peak_rss_mb', float('nan')):.0f} | {size} |")
+    if result.get("quality"):
+        q0 = next(iter(result["quality"].values()))
+        lines += ["", f"## Quality on STS-B test ({q0['sentences']} sentences, batch 32)", "",
+                  "| contender | Spearman x100 | mean cos to torch | min cos to torch |", "|---|---|---|---|"]
+        for name, q in result["quality"].items():
+            lines.append(f"| {name} | {q['stsb_spearman']:.2f} | {q['mean_cosine_to_reference']:.6f} | "
+                         f"{q['min_cosine_to_reference']:.6f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -92,6 +102,8 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
         "agreement": agreement(cs, texts[:64], reference),
         "passages": measure_passages(cs, texts, tokens, batch_sizes, repeats),
         "queries": measure_queries(cs, qs, repeats),
+        "quality": (stsb_per_contender(cs, STSB, reference, pairs=64 if quick else None)
+                    if STSB.is_file() else {}),
         "process": {c.name: {**cold_start_and_rss(s, texts[:128]), "model_mb": model_size_mb(s, manifest)}
                     for c, s in zip(cs, all_specs)},
     }
