@@ -24,6 +24,12 @@ from .texts import add_prefix, as_text_list
 from .tokenizer import TextTokenizer
 
 
+def check_variant_name(variant):
+    """Raise :class:`InvalidInputError` unless ``variant`` is fp32, optimized, int8 or auto."""
+    if variant != "auto" and variant not in VARIANTS:
+        raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
+
+
 def choose_variant(manifest, variant):
     """Resolve ``variant`` against the variants a manifest records.
 
@@ -34,14 +40,13 @@ def choose_variant(manifest, variant):
         InvalidInputError: ``variant`` is not one of fp32, optimized, int8, auto.
         ModelFolderError: the folder has no such variant.
     """
+    check_variant_name(variant)
     available = manifest["variants"]
     if variant == "auto":
         opt = available.get("optimized")
         if opt and opt.get("parity", {}).get("passed"):
             return "optimized"
         variant = "fp32"
-    if variant not in VARIANTS:
-        raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
     if variant not in available:
         raise ModelFolderError(
             f"this model folder has no {variant!r} variant (it has: {', '.join(sorted(available))}); "
@@ -125,8 +130,7 @@ class Embedder:
             IntegrityError: a file's sha256 differs from the manifest.
             InvalidInputError: a bad ``variant``, ``threads`` or ``max_length``.
         """
-        if variant != "auto" and variant not in VARIANTS:
-            raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
+        check_variant_name(variant)  # before any download
         if not isinstance(model, (str, os.PathLike)) or not str(model):
             raise InvalidInputError(f"model must be a folder path or a Hub repo id, got {model!r}")
 
