@@ -195,9 +195,12 @@ class Embedder:
                 text with ``truncate=False`` (each naming the index), or a bad ``batch_size``.
             E5OnnxError: the model produced non-finite values (a broken graph).
         """
+        return self._embed(as_text_list(texts), batch_size, truncate)
+
+    def _embed(self, texts, batch_size, truncate):
+        """:meth:`embed` on a list already checked by :func:`as_text_list`."""
         batch_size = whole_number("batch_size", batch_size)
         truncate = flag("truncate", truncate)
-        texts = as_text_list(texts)
         if not truncate:  # refuse before computing anything
             for start in range(0, len(texts), TOKENIZE_CHUNK):
                 self.tokenizer.encode(texts[start:start + TOKENIZE_CHUNK], False, first_index=start)
@@ -217,14 +220,14 @@ class Embedder:
 
         Returns and raises as :meth:`embed`.
         """
-        return self.embed(add_prefix(as_text_list(texts), self.query_prefix), batch_size, truncate)
+        return self._embed(add_prefix(as_text_list(texts), self.query_prefix), batch_size, truncate)
 
     def embed_passages(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
         """Embed documents: :attr:`passage_prefix` (``"passage: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
 
         Returns and raises as :meth:`embed`.
         """
-        return self.embed(add_prefix(as_text_list(texts), self.passage_prefix), batch_size, truncate)
+        return self._embed(add_prefix(as_text_list(texts), self.passage_prefix), batch_size, truncate)
 
     def _forward(self, rows, where):
         input_ids, attention_mask = self.tokenizer.pad(rows, self.encoder.id_dtype)
