@@ -22,6 +22,7 @@ from .config import (
     ParityTolerances,
 )
 from .errors import E5OnnxError, InvalidInputError
+from .runtime.texts import read_texts
 
 _DEFAULT_TOL = ParityTolerances()
 
@@ -35,7 +36,10 @@ def _build_parser():
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL_ID,
                    help=f"Hub id or local Hugging Face folder (default {DEFAULT_MODEL_ID})")
     p.add_argument("--output", "-o", required=True, help="model folder to create")
-    p.add_argument("--quantize", choices=["int8"], help="also write model_int8.onnx (dynamic INT8, per-channel)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="also write model_int8.onnx (SmoothQuant + per-token INT8, must pass the INT8 quality gate)")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="texts to calibrate and validate INT8 on (one per line or .jsonl; default: built-in set)")
     p.add_argument("--optimize", choices=OPTIMIZATION_LEVELS, help="also write model_optimized.onnx (ORT fusions)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--revision", help="Hub branch, tag or commit")
@@ -97,6 +101,8 @@ def _add_tolerances(p, default=_DEFAULT_TOL):
                    help=f"smallest mean cosine for int8 ({d.int8_mean_cosine:g})")
     g.add_argument("--int8-min-cosine", type=float, default=default and default.int8_min_cosine,
                    help=f"smallest per-text cosine for int8 ({d.int8_min_cosine:g})")
+    g.add_argument("--int8-batch-cosine", type=float, default=default and default.int8_batch_cosine,
+                   help=f"smallest cosine of a text alone vs in a batch of 32, int8 ({d.int8_batch_cosine:g})")
 
 
 def _tolerances(args, base):
@@ -105,44 +111,13 @@ def _tolerances(args, base):
     })
 
 
-def _read_texts(path, jsonl=False):
-    if path == "-":
-        data, name = sys.stdin.buffer.read(), "<stdin>"
-    else:
-        try:
-            data, name = Path(path).read_bytes(), path
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read --input {path!r}: {exc.strerror}") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a UTF-8 byte-order mark is not part of the first text
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # a final newline ends the last line; it does not start an empty text
-    texts = []
-    for n, raw in enumerate(lines, start=1):
-        try:
-            line = raw.rstrip(b"\r").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{name} line {n}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        if jsonl or name.lower().endswith(".jsonl"):
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{name} line {n}: not JSON ({exc.msg})") from None
-            item = item.get("text") if isinstance(item, dict) else item
-            if not isinstance(item, str):
-                raise InvalidInputError(f"{name} line {n}: expected a JSON string or an object with a 'text' string")
-            line = item
-        texts.append(line)
-    return texts
-
-
 def _cmd_export(args):
     from .export import export_model
 
     manifest = export_model(args.model, args.output, quantize=args.quantize, optimize=args.optimize,
                             opset=args.opset, revision=args.revision, max_length=args.max_length,
-                            force=args.force, tolerances=_tolerances(args, _DEFAULT_TOL), threads=args.threads)
+                            force=args.force, tolerances=_tolerances(args, _DEFAULT_TOL), threads=args.threads,
+                            calibration=args.calibration)
     print(json.dumps(_summary(manifest), indent=2))
     return 0
 
@@ -205,7 +180,7 @@ def _cmd_embed(args):
     from .runtime.embedder import Embedder
 
     output = _npy_target(args.output) if args.output is not None else None
-    texts = _read_texts(args.input, args.jsonl) if args.input is not None else list(args.texts)
+    texts = read_texts(args.input, args.jsonl) if args.input is not None else list(args.texts)
     embedder = Embedder.load(args.folder, variant=args.variant, threads=args.threads)
     embed = embedder.embed_queries if args.query else embedder.embed_passages if args.passage else embedder.embed
     try:

@@ -1,13 +1,15 @@
 """Export is atomic: a failure at any step leaves nothing at the output path, and --force replaces safely."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from e5onnx.cli import main
 from e5onnx.config import MANIFEST_FILE, ParityTolerances
 from e5onnx.errors import ExportError, ParityError
-from e5onnx.export import export_model, graph
+from e5onnx.export import export_model, graph, int8
+from e5onnx.runtime.cpu import cpu_kind, int8_saturates
 
 
 def _leftovers(parent):
@@ -24,11 +26,11 @@ def test_parity_failure_leaves_nothing(tmp_path, tiny_bert_dir):
 
 
 def test_failure_mid_way_leaves_nothing(tmp_path, tiny_bert_dir, monkeypatch):
-    def boom(src, dst):
-        dst.write_bytes(b"half a model")
+    def boom(src, dst, ranges, **settings):
+        Path(dst).write_bytes(b"half a model")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(graph, "quantize_int8", boom)
+    monkeypatch.setattr(int8, "quantize", boom)
     out = tmp_path / "model"
     with pytest.raises(ExportError, match="disk full"):
         export_model(str(tiny_bert_dir), out, quantize="int8", max_length=128)
@@ -73,8 +75,10 @@ def test_manifest_records_what_was_done(tiny_export, tiny_bert_dir):
     assert m["pooling"] == "mean" and m["normalization"] == "l2"
     assert m["prefixes"] == {"query": "query: ", "passage": "passage: "}
     q = m["variants"]["int8"]["quantization"]
-    assert q["per_channel"] is True and q["weight_type"] == "QInt8" and q["op_types_to_quantize"] == ["MatMul"]
-    assert q["nodes_excluded"] == ["/encoder/layer.0/output/dense/MatMul", "/encoder/layer.1/output/dense/MatMul"]
+    assert q["name"] == "smoothquant-per-token" and q["smoothquant_alpha"] == 0.5 \
+        and q["weight_range"] == ([-63, 63] if int8_saturates(cpu_kind()) else [-127, 127])
+    assert len(q["matmuls_quantized"]) == 2 * 6 and q["matmuls_kept_fp32"] == []  # 2 layers x (q, k, v, o, ffn in/out)
+    assert q["gate"]["passed"] and q["gate"]["tolerance"]["batch_invariance_min_cosine"] == 0.9999
     assert m["variants"]["optimized"]["optimization"]["level"] == "O2"
     env = m["environment"]
     assert env["versions"]["torch"] and env["versions"]["onnxruntime"] and env["versions"]["optimum"]

@@ -95,17 +95,17 @@ def hub(tmp_path_factory, tiny_export, tiny_bert_dir):
 
     commit = add_to_cache(cache, EXPORT_REPO, tiny_export)
     partial = add_to_cache(cache, PARTIAL_REPO, tiny_export,
-                           names={"manifest.json", "tokenizer.json", "model_optimized.onnx"})
+                           names={"manifest.json", "tokenizer.json", "model_int8.onnx"})
     corrupt_src = root / "corrupt-src"
     shutil.copytree(tiny_export, corrupt_src)
     data = bytearray((corrupt_src / "model_optimized.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (corrupt_src / "model_optimized.onnx").write_bytes(bytes(data))
     add_to_cache(cache, CORRUPT_REPO, corrupt_src)
-    nofile_src = root / "nofile-src"  # a manifest whose "optimized" entry omits "file" (default file name)
+    nofile_src = root / "nofile-src"  # a manifest whose "int8" entry omits "file" (default file name)
     shutil.copytree(tiny_export, nofile_src)
     manifest = json.loads((nofile_src / "manifest.json").read_text(encoding="utf-8"))
-    del manifest["variants"]["optimized"]["file"]
+    del manifest["variants"]["int8"]["file"]
     (nofile_src / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     add_to_cache(cache, NOFILE_REPO, nofile_src)
     source = add_to_cache(cache, SOURCE_REPO, tiny_bert_dir)
@@ -176,7 +176,7 @@ def test_load_from_cache_equals_local_folder(hub):
     assert len(out) == 12
     for key, row in out.items():
         variant = key.split("@")[0]
-        assert row["variant"] == ("optimized" if variant == "auto" else variant), key
+        assert row["variant"] == ("int8" if variant == "auto" else variant), key
         assert row["diff"] == 0.0, key
         assert row["shape"][0] == len(TEXTS), key
         assert row["manifest_equal"], key
@@ -191,13 +191,13 @@ def test_partial_snapshot_needs_only_the_chosen_variant(hub):
         e = Embedder.load(repo, threads=1)
         emit({"variant": e.variant, "shape": list(e.embed(["hello world"]).shape),
               "fp32": error_of(Embedder.load, repo, variant="fp32", threads=1),
-              "int8": error_of(Embedder.load, repo, variant="int8", threads=1),
+              "optimized": error_of(Embedder.load, repo, variant="optimized", threads=1),
               "not_export": error_of(Embedder.load, sys.argv[2], threads=1)})
         """, PARTIAL_REPO, SOURCE_REPO)
-    assert out["variant"] == "optimized"
+    assert out["variant"] == "int8"
     assert out["shape"][0] == 1
     assert_model_folder_error(out["fp32"], PARTIAL_REPO, "model.onnx")
-    assert_model_folder_error(out["int8"], PARTIAL_REPO, "model_int8.onnx")
+    assert_model_folder_error(out["optimized"], PARTIAL_REPO, "model_optimized.onnx")
     # a plain Hugging Face model repo (no manifest) is not an e5onnx export
     assert_model_folder_error(out["not_export"], SOURCE_REPO, "manifest.json")
 
@@ -223,7 +223,7 @@ def test_variant_without_file_key_behaves_like_local_folder(hub):
         local = Embedder.load(sys.argv[2], threads=1)
         emit({"local": local.variant, "hub": error_of(Embedder.load, sys.argv[1], threads=1)})
         """, NOFILE_REPO, hub.nofile)
-    assert out["local"] == "optimized"  # the local folder loads model_optimized.onnx by its default name
+    assert out["local"] == "int8"  # the local folder loads model_int8.onnx by its default name
     # the same manifest from the Hub must load too, or at worst fail with a ModelFolderError
     assert out["hub"] is None or "ModelFolderError" in out["hub"]["mro"], out["hub"]
 

@@ -73,8 +73,8 @@ def test_every_variant_loads_and_matches_fp32(folder):
     for name in ("fp32", "optimized", "int8"):
         assert loaded[name].variant == name
         assert loaded[name].model_path == folder / VARIANT_FILES[name]
-    assert loaded["auto"].variant == "optimized"
-    assert loaded["auto"].model_path == folder / VARIANT_FILES["optimized"]
+    assert loaded["auto"].variant == "int8"  # gated at export on this very CPU
+    assert loaded["auto"].model_path == folder / VARIANT_FILES["int8"]
 
     dim = manifest["embedding_dim"]
     vectors = {name: e.embed(TEXTS) for name, e in loaded.items()}
@@ -85,10 +85,10 @@ def test_every_variant_loads_and_matches_fp32(folder):
 
     ref = vectors["fp32"]
     assert np.abs(vectors["optimized"] - ref).max() < 1e-5
-    assert np.abs(vectors["auto"] - ref).max() < 1e-5
+    assert np.array_equal(vectors["auto"], vectors["int8"])
     cosines = np.sum(vectors["int8"] * ref, axis=1)
-    assert cosines.min() > 0.95
-    assert cosines.mean() > 0.99
+    assert cosines.min() >= 0.985
+    assert cosines.mean() >= 0.997
 
 
 def test_load_accepts_a_str_path(folder):
@@ -102,16 +102,20 @@ def test_revision_is_refused_for_a_local_folder(folder):
         Embedder.load(folder, variant="fp32", threads=1, revision="no-such-branch")
 
 
-def test_auto_falls_back_to_fp32_when_optimized_parity_failed(folder):
+def test_auto_skips_variants_whose_parity_failed(folder):
     manifest = _manifest(folder)
+    manifest["variants"]["int8"]["parity"]["passed"] = False
+    _write_manifest(folder, manifest)
+    assert Embedder.load(folder, threads=1).variant == "optimized"
     manifest["variants"]["optimized"]["parity"]["passed"] = False
     _write_manifest(folder, manifest)
     assert Embedder.load(folder, threads=1).variant == "fp32"
 
 
-def test_auto_falls_back_to_fp32_without_optimized_variant(folder):
+def test_auto_falls_back_to_fp32_without_faster_variants(folder):
     manifest = _manifest(folder)
     del manifest["variants"]["optimized"]
+    del manifest["variants"]["int8"]
     _write_manifest(folder, manifest)
     assert Embedder.load(folder, variant="auto", threads=1).variant == "fp32"
 
@@ -172,7 +176,7 @@ def test_only_the_needed_files_are_checked(folder):
     embedder = Embedder.load(folder, variant="int8", threads=1)
     assert embedder.variant == "int8"
     _assert_unit_rows(embedder.embed(TEXTS), _manifest(folder)["embedding_dim"])
-    assert Embedder.load(folder, variant="auto", threads=1).variant == "optimized"
+    assert Embedder.load(folder, variant="auto", threads=1).variant == "int8"
 
 
 def test_empty_folder(tmp_path):
@@ -378,7 +382,7 @@ def test_local_folder_makes_no_network_calls(tiny_export, tmp_path, relative):
     result = subprocess.run([sys.executable, "-c", _NO_NETWORK, model], env=env, cwd=cwd,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["OK", "optimized"]
+    assert result.stdout.split() == ["OK", "int8"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -589,12 +593,12 @@ def test_malformed_manifest_is_a_clear_error(folder, edit, message):
         Embedder.load(folder, variant="fp32", threads=1)
 
 
-def test_auto_with_a_corrupt_optimized_file_stays_an_integrity_error(folder):
-    path = folder / VARIANT_FILES["optimized"]
+def test_auto_with_a_corrupt_int8_file_stays_an_integrity_error(folder):
+    path = folder / VARIANT_FILES["int8"]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="variant 'auto' chose 'optimized'; pass variant='fp32'"):
+    with pytest.raises(IntegrityError, match="variant 'auto' chose 'int8'; pass variant='fp32'"):
         Embedder.load(folder, threads=1)
     assert Embedder.load(folder, variant="fp32", threads=1).variant == "fp32"
 

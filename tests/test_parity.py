@@ -1,7 +1,7 @@
 """Parity of the e5-small-shaped export with the PyTorch reference (the model card's recipe).
 
 Tolerance: max |Δ| <= 1e-5 on normalised embeddings for fp32 and optimized (the export's default gate);
-int8 on cosine (mean >= 0.99, min >= 0.95).
+int8 (SmoothQuant + per-token INT8) on cosine: the quality gate's mean >= 0.997 and min >= 0.985.
 """
 
 import json
@@ -64,7 +64,7 @@ def test_padded_batch_matches_reference(e5_export, reference, variant):
 def test_int8_close_to_reference(e5_export, reference):
     got = Embedder.load(e5_export, variant="int8").embed(MIXED)
     cos = np.sum(got * reference.embed(MIXED), axis=1)
-    assert cos.mean() >= 0.99 and cos.min() >= 0.95
+    assert cos.mean() >= 0.997 and cos.min() >= 0.985
 
 
 def test_single_equals_batched(fp32):

@@ -40,6 +40,7 @@ from ..runtime.folder import is_local
 from ..runtime.session import max_threads
 from ..runtime.manifest import default_mode, describe_files, read_manifest, write_json_atomic
 from . import graph
+from .int8_gate import build_int8
 from .parity import ReferenceBattery, check_report, format_report, run_parity
 from .source import default_max_length, read_config, resolve_source
 
@@ -149,13 +150,15 @@ def _place(tmp, output, force):
 
 
 def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
-                 revision=None, max_length=None, force=False, tolerances=ParityTolerances(), threads=None):
+                 revision=None, max_length=None, force=False, tolerances=ParityTolerances(), threads=None,
+                 calibration=None):
     """Export a Hugging Face BERT embedding model to a verified e5onnx model folder.
 
     Args:
         model: Hub id (default ``intfloat/e5-small``) or local Hugging Face folder.
         output: the model folder to create.
-        quantize: ``None`` or ``"int8"`` (adds ``model_int8.onnx``).
+        quantize: ``None`` or ``"int8"`` (adds ``model_int8.onnx``, built under the INT8 quality gate, see
+            :mod:`e5onnx.export.int8_gate`).
         optimize: ``None``, ``"O1"``, ``"O2"`` or ``"O3"`` (adds ``model_optimized.onnx``).
         opset: ONNX opset for optimum's exporter.
         revision: Hub branch, tag or commit.
@@ -165,6 +168,8 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         force: replace an existing ``output``.
         tolerances: :class:`~e5onnx.config.ParityTolerances` for the parity check.
         threads: ONNX Runtime threads used by the parity check.
+        calibration: text file (one text per line, or ``.jsonl``) to calibrate and validate INT8 on
+            (default: the built-in set); even lines calibrate, odd lines validate.
 
     Returns:
         The manifest (dict) written to ``output/manifest.json``.
@@ -184,8 +189,13 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
     output = _check_args(output, quantize, optimize, opset, max_length, force)
     if threads is not None:
         whole_number("threads", threads, 1, max_threads())
+    if calibration is not None and not quantize:
+        raise ExportError("--calibration is only used with --quantize int8")
+    if calibration is not None and not Path(calibration).is_file():
+        raise ExportError(f"--calibration {str(calibration)!r} is not a readable file")
     with _sigterm_as_exit():
-        return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force)
+        return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force,
+                       calibration)
 
 
 _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
@@ -217,7 +227,7 @@ def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, t
     }
 
 
-def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force):
+def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force, calibration):
     started = time.perf_counter()
     source_dir, source = resolve_source(model, revision)
     _check_not_inside(source_dir, output)
@@ -240,17 +250,19 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
             settings = graph.optimize(fp32, tmp / VARIANT_FILES["optimized"], optimize,
                                       config["num_attention_heads"], config["hidden_size"])
             variants["optimized"] = {"file": VARIANT_FILES["optimized"], "optimization": settings}
-        if quantize:
-            log.info("quantising to INT8 (onnxruntime dynamic quantisation)")
-            settings = graph.quantize_int8(fp32, tmp / VARIANT_FILES["int8"])
-            variants["int8"] = {"file": VARIANT_FILES["int8"], "quantization": settings}
-
-        log.info("parity check against the PyTorch reference")
         from .reference import TorchReference
 
         reference = TorchReference(source_dir, max_length)
-        ref = ReferenceBattery(reference)
         pad_token_id = reference.tokenizer.pad_token_id
+        if quantize:
+            log.info("quantising to INT8 (SmoothQuant + per-token activations) under the quality gate")
+            settings = build_int8(fp32, tmp / VARIANT_FILES["int8"], tmp / TOKENIZER_FILE, max_length=max_length,
+                                  pad_token_id=pad_token_id, tolerances=tolerances, threads=threads,
+                                  calibration=calibration)
+            variants["int8"] = {"file": VARIANT_FILES["int8"], "quantization": settings}
+
+        log.info("parity check against the PyTorch reference")
+        ref = ReferenceBattery(reference)
         report, dim = {}, None
         for name, entry in variants.items():
             embedder = Embedder(tmp / entry["file"], tmp / TOKENIZER_FILE, max_length=max_length,

@@ -73,3 +73,38 @@ def cpu_info():
         "model": model,
         "flags": sorted(f for f in RELEVANT_FLAGS if f in flags),
     }
+
+
+#: CPU kinds, fastest INT8 path first. Two CPUs of one kind run the same onnxruntime (MLAS) INT8 kernels.
+CPU_KINDS = ("amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64_dot", "arm64", "other")
+
+
+def cpu_kind(info=None):
+    """The kind of CPU for variant choice: one of :data:`CPU_KINDS`.
+
+    Args:
+        info: a :func:`cpu_info` dict (default: this CPU's).
+
+    Returns:
+        ``"amx"`` (AMX-INT8 tiles), ``"avx512_vnni"``, ``"avx_vnni"`` (VNNI: int8 dot products without
+        16-bit saturation), ``"avx512"`` / ``"avx2"`` (x86 without VNNI: u8×s8 products saturate in 16 bits,
+        so INT8 weights need ``reduce_range``), ``"arm64_dot"`` (ARMv8.2 ``asimddp``), ``"arm64"`` or ``"other"``.
+    """
+    info = cpu_info() if info is None else info
+    flags, machine = set(info.get("flags", ())), str(info.get("machine", "")).lower()
+    if machine in ("aarch64", "arm64"):
+        return "arm64_dot" if "asimddp" in flags else "arm64"
+    for kind, needed in (("amx", "amx_int8"), ("avx512_vnni", "avx512_vnni"), ("avx_vnni", "avx_vnni"),
+                         ("avx512", "avx512bw"), ("avx2", "avx2")):
+        if needed in flags:
+            return kind
+    return "other"
+
+
+def int8_saturates(kind):
+    """True on CPU kinds whose u8×s8 INT8 kernels add pairs of products in 16 bits (x86 without VNNI).
+
+    There onnxruntime recommends ``reduce_range`` (7-bit weights) so that 2 × 255 × 63 fits in int16
+    (onnxruntime quantization docs, "When and why do I need to try U8U8?" / reduce_range).
+    """
+    return kind in ("avx512", "avx2", "other")

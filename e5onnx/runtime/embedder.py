@@ -30,11 +30,49 @@ def check_variant_name(variant):
         raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
 
 
-def choose_variant(manifest, variant):
+#: Variants in the order ``"auto"`` tries them: fastest first (measured in benchmarks/README.md).
+AUTO_ORDER = ("int8", "optimized", "fp32")
+
+
+def auto_candidates(manifest, kind=None):
+    """``[(variant, reason)]`` for every variant of the manifest, in :data:`AUTO_ORDER`; ``reason`` is
+    ``None`` for a variant ``"auto"`` may use, else why not.
+
+    A variant is usable when its recorded parity passed; int8 also needs its INT8 quality gate passed at
+    export on a CPU of the same kind as this one (:func:`~e5onnx.runtime.cpu.cpu_kind`), since INT8 kernels
+    and the recipe (reduce_range) differ between CPU kinds.
+    """
+    from .cpu import cpu_kind
+
+    kind = cpu_kind() if kind is None else kind
+    out = []
+    for name in AUTO_ORDER:
+        entry = manifest["variants"].get(name)
+        if entry is None:
+            continue
+        reason = None
+        if not entry.get("parity", {}).get("passed"):
+            reason = "its parity check did not pass"
+        elif name == "int8":
+            q = entry.get("quantization", {})
+            if not q.get("gate", {}).get("passed"):
+                reason = "it was not built under the INT8 quality gate"
+            elif q.get("cpu_kind") != kind:
+                reason = f"it was gated on a {q.get('cpu_kind')!r} CPU, this one is {kind!r}"
+        out.append((name, reason))
+    return out
+
+
+def choose_variant(manifest, variant, kind=None):
     """Resolve ``variant`` against the variants a manifest records.
 
-    ``"auto"`` picks ``"optimized"`` when it was exported and its recorded parity passed, else ``"fp32"``
-    (int8 trades accuracy for speed, so it is only used when asked for by name).
+    ``"auto"`` picks the fastest variant the folder has whose recorded parity passed — int8 (only when its
+    INT8 quality gate passed on a CPU of this kind), then optimized, else fp32 (see :func:`auto_candidates`).
+
+    Args:
+        manifest: the folder's manifest.
+        variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"auto"``.
+        kind: CPU kind to decide for (default: this CPU's).
 
     Raises:
         InvalidInputError: ``variant`` is not one of fp32, optimized, int8, auto.
@@ -43,10 +81,8 @@ def choose_variant(manifest, variant):
     check_variant_name(variant)
     available = manifest["variants"]
     if variant == "auto":
-        opt = available.get("optimized")
-        if opt and opt.get("parity", {}).get("passed"):
-            return "optimized"
-        variant = "fp32"
+        usable = [name for name, reason in auto_candidates(manifest, kind) if reason is None]
+        variant = usable[0] if usable else "fp32"
     if variant not in available:
         raise ModelFolderError(
             f"this model folder has no {variant!r} variant (it has: {', '.join(sorted(available))}); "
@@ -119,7 +155,8 @@ class Embedder:
         Args:
             model: local folder path, or Hub repo id (downloaded with huggingface-hub; the HF cache and
                 ``HF_HUB_OFFLINE=1`` are honoured). A local folder is never looked up online.
-            variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"auto"`` (see :func:`choose_variant`).
+            variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"auto"`` (default: the fastest whose
+                recorded parity passed, see :func:`choose_variant`).
             threads: ONNX Runtime intra-op threads (see the class).
             revision: Hub branch, tag or commit (only for Hub repo ids).
             max_length: override the manifest's max length (at most the manifest's).

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..config import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION
+from ..config import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, ParityTolerances
 from ..errors import IntegrityError, ModelFolderError
 
 _CHUNK = 1 << 20
@@ -136,7 +136,7 @@ def _shape_problem(manifest):
         if not isinstance(entry.get("parity", {}), dict):
             return f"variants[{name!r}]['parity'] must be an object"
     tolerances = manifest.get("tolerances", {})
-    known = {"fp32_max_abs", "optimized_max_abs", "int8_mean_cosine", "int8_min_cosine"}
+    known = set(ParityTolerances.__dataclass_fields__)
     if not isinstance(tolerances, dict) or not set(tolerances) <= known:
         return f"tolerances must be an object with keys among {sorted(known)}"
     prefixes = manifest.get("prefixes", {})

@@ -1,0 +1,156 @@
+"""Build the INT8 variant under a quality gate: calibrate, quantise, measure, keep MatMuls in fp32 if needed.
+
+The gate (issue 3), measured against the fp32 ONNX graph (itself within 1e-5 of PyTorch, see parity) on
+held-out validation texts:
+
+- mean cosine ≥ ``int8_mean_cosine`` and min cosine ≥ ``int8_min_cosine`` (defaults 0.997 / 0.985);
+- batch invariance: a text embedded alone and inside a batch of 32 mixed-length texts, cosine ≥
+  ``int8_batch_cosine`` (0.9999).
+
+When the gate is missed, the weight MatMul with the largest quantisation error (:func:`~.int8.sensitivity`)
+is kept in fp32 and the variant rebuilt, until the gate passes or a quarter of the MatMuls are in fp32; then
+the export fails with the figures.
+"""
+
+import json
+import logging
+from importlib import resources
+
+import numpy as np
+
+from ..errors import ExportError
+from ..runtime.cpu import cpu_info, cpu_kind, int8_saturates
+from ..runtime.embedder import Embedder
+from ..runtime.texts import read_texts
+from . import int8
+
+log = logging.getLogger("e5onnx.export")
+
+#: Built-in calibration/validation texts (original, mixed queries and passages of 3-400 words, several
+#: languages), one JSON object ``{"text": ...}`` per line; split by :func:`split`.
+BUILTIN_TEXTS = "calibration.jsonl"
+#: Texts checked for batch invariance, each alone and in a batch of :data:`INVARIANCE_BATCH`.
+INVARIANCE_TEXTS = 6
+INVARIANCE_BATCH = 32
+#: At most this fraction of the weight MatMuls may be kept in fp32 before the export gives up.
+MAX_KEPT_FRACTION = 0.25
+CALIBRATION_BATCH = 16
+
+
+def split(texts):
+    """``(calibration, validation)``: texts in pairs, alternately — 0, 1 calibrate; 2, 3 validate; 4, 5 ...
+
+    Pairs, so that a file alternating queries and passages gives both kinds to each half.
+    """
+    return ([t for i, t in enumerate(texts) if i // 2 % 2 == 0], [t for i, t in enumerate(texts) if i // 2 % 2 == 1])
+
+
+def calibration_texts(path=None):
+    """``(calibration, validation, source)``: the texts of ``path`` (or the built-in set), see :func:`split`.
+
+    Raises:
+        ExportError: fewer than 8 texts.
+        InvalidInputError: the file cannot be read (see :func:`~e5onnx.runtime.texts.read_texts`).
+    """
+    if path is None:
+        raw = resources.files("e5onnx.export").joinpath(BUILTIN_TEXTS).read_text(encoding="utf-8")
+        texts, source = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()], "built-in"
+    else:
+        texts, source = read_texts(str(path), label="--calibration"), str(path)
+    texts = [t for t in texts if t.strip()]
+    if len(texts) < 8:
+        raise ExportError(f"--calibration {source!r} has {len(texts)} non-empty texts; at least 8 are needed "
+                          "(half calibrate, half validate)")
+    calibration, validation = split(texts)
+    return calibration, validation, source
+
+
+def measure(reference, candidate, texts):
+    """Gate figures of ``candidate`` against ``reference`` (two :class:`~e5onnx.runtime.Embedder`).
+
+    Returns:
+        dict: ``texts``, ``mean_cosine``, ``min_cosine`` (over ``texts``, batches of 32 each side) and
+        ``batch_invariance_min_cosine``: the first :data:`INVARIANCE_BATCH` texts (mixed lengths) embedded
+        as one padded batch, against the first :data:`INVARIANCE_TEXTS` of them embedded alone.
+    """
+    want = reference.embed(texts).astype(np.float64)
+    got = candidate.embed(texts).astype(np.float64)
+    cos = np.sum(want * got, axis=1)
+    mixed = texts[:INVARIANCE_BATCH]
+    batched = candidate.embed(mixed, batch_size=INVARIANCE_BATCH).astype(np.float64)
+    alone = np.concatenate([candidate.embed([t]) for t in mixed[:INVARIANCE_TEXTS]]).astype(np.float64)
+    worst = float(np.sum(alone * batched[:INVARIANCE_TEXTS], axis=1).min())
+    return {"texts": len(texts), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+            "batch_invariance_min_cosine": worst}
+
+
+def judge(figures, tolerances):
+    """List of failure messages (empty: passed) of :func:`measure` figures against the tolerances."""
+    failures = []
+    for key, limit, flag in (("mean_cosine", tolerances.int8_mean_cosine, "--int8-mean-cosine"),
+                             ("min_cosine", tolerances.int8_min_cosine, "--int8-min-cosine"),
+                             ("batch_invariance_min_cosine", tolerances.int8_batch_cosine, "--int8-batch-cosine")):
+        if figures[key] < limit:
+            failures.append(f"{key.replace('_', ' ')} {figures[key]:.6f} < {limit} ({flag})")
+    return failures
+
+
+def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tolerances, threads=None,
+               calibration=None):
+    """Write the INT8 variant ``dst`` from ``fp32_path``, meeting the gate or raising.
+
+    Args:
+        fp32_path: the fp32 ``model.onnx``.
+        dst: output ``.onnx`` path.
+        tokenizer_path: ``tokenizer.json``.
+        max_length, pad_token_id: as the export's.
+        tolerances: :class:`~e5onnx.config.ParityTolerances` (``int8_*`` fields are the gate).
+        threads: ONNX Runtime threads for the measurements.
+        calibration: a text file (one per line, or ``.jsonl``) or ``None`` for :data:`BUILTIN_TEXTS`.
+
+    Returns:
+        dict for the manifest: the recipe (:func:`~.int8.quantize`), ``cpu_kind``, ``calibration`` (source
+        and counts), ``sensitivity`` (relative error per MatMul), ``gate`` (figures, tolerances, passed,
+        every attempt).
+
+    Raises:
+        ExportError: the gate is still missed with a quarter of the MatMuls in fp32 (message has figures).
+    """
+    calib, valid, source = calibration_texts(calibration)
+    reference = Embedder(fp32_path, tokenizer_path, max_length=max_length, threads=threads,
+                         pad_token_id=pad_token_id)
+    rows = sorted(reference.tokenize(calib), key=len)
+    batches = [reference.tokenizer.pad(rows[i:i + CALIBRATION_BATCH], np.int64)
+               for i in range(0, len(rows), CALIBRATION_BATCH)]
+    kind = cpu_kind()
+    weight_max = 63 if int8_saturates(kind) else 127
+    ranges, samples = int8.activation_ranges(fp32_path, batches)
+    errors = int8.sensitivity(fp32_path, ranges, samples, weight_max=weight_max)
+    limit = int(len(errors) * MAX_KEPT_FRACTION)
+    keep, attempts = [], []
+    while True:
+        settings = int8.quantize(fp32_path, dst, ranges, weight_max=weight_max, keep=keep)
+        candidate = Embedder(dst, tokenizer_path, max_length=max_length, threads=threads, pad_token_id=pad_token_id,
+                             variant="int8")
+        figures = measure(reference, candidate, valid)
+        failures = judge(figures, tolerances)
+        attempts.append({"kept_fp32": list(keep), **figures, "failures": failures})
+        log.info("int8 gate with %d MatMuls in fp32: mean cos %.6f, min cos %.6f, batch invariance %.6f%s",
+                 len(keep), figures["mean_cosine"], figures["min_cosine"], figures["batch_invariance_min_cosine"],
+                 "" if not failures else " — " + "; ".join(failures))
+        if not failures:
+            break
+        if len(keep) >= limit:
+            raise ExportError(
+                f"INT8 quality gate missed with {len(keep)} of {len(errors)} MatMuls kept in fp32 "
+                f"(calibration: {source}): " + "; ".join(failures)
+                + ". Loosen the gate (--int8-* options), supply --calibration text like yours, or export without --quantize"
+            )
+        keep.append(next(name for name in errors if name not in keep))
+    return {**settings, "cpu_kind": kind, "cpu": cpu_info(),
+            "calibration": {"source": source, "calibration_texts": len(calib), "validation_texts": len(valid),
+                            "calibration_tokens": int(sum(len(r) for r in rows))},
+            "sensitivity": {k: round(v, 6) for k, v in errors.items()},
+            "gate": {"passed": True, **figures, "tolerance": {
+                "mean_cosine": tolerances.int8_mean_cosine, "min_cosine": tolerances.int8_min_cosine,
+                "batch_invariance_min_cosine": tolerances.int8_batch_cosine}, "attempts": attempts}}
