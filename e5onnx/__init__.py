@@ -6,6 +6,7 @@ never imported by the runtime.
 """
 
 from .errors import (
+    BackendUnavailableError,
     E5OnnxError,
     ExportError,
     IntegrityError,
@@ -17,6 +18,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailableError",
     "E5OnnxError",
     "Embedder",
     "ExportError",

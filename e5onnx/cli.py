@@ -41,6 +41,8 @@ def _build_parser():
     p.add_argument("--calibration", metavar="FILE",
                    help="texts to calibrate and validate INT8 on (one per line or .jsonl; default: built-in set)")
     p.add_argument("--optimize", choices=OPTIMIZATION_LEVELS, help="also write model_optimized.onnx (ORT fusions)")
+    p.add_argument("--bf16", action="store_true",
+                   help="also record the bf16 variant (OpenVINO runs model.onnx in bfloat16; needs e5onnx[openvino])")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--revision", help="Hub branch, tag or commit")
     p.add_argument("--max-length", type=int,
@@ -65,6 +67,9 @@ def _build_parser():
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--quick", action="store_true", help="tiny workload: only checks that the harness runs")
     p.add_argument("--skip", action="append", default=[], choices=["torch", "fastembed"])
+    p.add_argument("--no-quality", action="store_true", help="skip STS-B and SciFact (random-weight models)")
+    p.add_argument("--no-scifact", action="store_true", help="skip SciFact nDCG@10 (~5 min per variant)")
+    p.add_argument("--label", help="title of the tables and plot")
 
     p = sub.add_parser("info", help="print a model folder's manifest summary as JSON")
     p.add_argument("folder", help="model folder or Hub repo id")
@@ -103,6 +108,8 @@ def _add_tolerances(p, default=_DEFAULT_TOL):
                    help=f"smallest per-text cosine for int8 ({d.int8_min_cosine:g})")
     g.add_argument("--int8-batch-cosine", type=float, default=default and default.int8_batch_cosine,
                    help=f"smallest cosine of a text alone vs in a batch of 32, int8 ({d.int8_batch_cosine:g})")
+    g.add_argument("--bf16-min-cosine", type=float, default=default and default.bf16_min_cosine,
+                   help=f"smallest per-text cosine for bf16 ({d.bf16_min_cosine:g})")
 
 
 def _tolerances(args, base):
@@ -117,7 +124,7 @@ def _cmd_export(args):
     manifest = export_model(args.model, args.output, quantize=args.quantize, optimize=args.optimize,
                             opset=args.opset, revision=args.revision, max_length=args.max_length,
                             force=args.force, tolerances=_tolerances(args, _DEFAULT_TOL), threads=args.threads,
-                            calibration=args.calibration)
+                            calibration=args.calibration, bf16=args.bf16)
     print(json.dumps(_summary(manifest), indent=2))
     return 0
 
@@ -209,7 +216,8 @@ def _cmd_bench(args):
     from .bench.run import markdown, run
 
     result = run(args.folder, args.out, source=args.source, threads=args.threads, repeats=args.repeats,
-                 passages=args.passages, queries=args.queries, quick=args.quick, skip=args.skip)
+                 passages=args.passages, queries=args.queries, quick=args.quick, skip=args.skip,
+                 quality=not args.no_quality, scifact=not args.no_scifact, label=args.label)
     print(markdown(result))
     return 0
 

@@ -29,6 +29,10 @@ class IntegrityError(ModelFolderError):
     """A model file's sha256 differs from the one recorded in ``manifest.json``."""
 
 
+class BackendUnavailableError(E5OnnxError):
+    """A variant needs an optional backend (OpenVINO for ``bf16``) that is not installed."""
+
+
 class ExportError(E5OnnxError):
     """The export could not be completed; nothing was written to the output folder."""
 

@@ -16,6 +16,7 @@ SHARED = Path(os.environ.get("E5ONNX_SHARED", ROOT.parent / "shared"))
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 STSB_TEST = SHARED / "data" / "stsb" / "sts-test.tsv"
 MSMARCO = SHARED / "data" / "msmarco_examples.jsonl"
+SCIFACT = SHARED / "data" / "scifact"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 requires_shared = pytest.mark.skipif(
@@ -117,4 +118,6 @@ def minilm_export(tmp_path_factory):
     """The real all-MiniLM-L6-v2 from ../shared exported with every variant and the default tolerances."""
     if not (MINILM / "model.safetensors").is_file():
         pytest.skip(f"{MINILM} is absent (a fresh clone has no ../shared)")
-    return _export(tmp_path_factory, MINILM, "minilm-onnx", optimize="O2", quantize="int8")
+    from e5onnx.runtime.openvino_session import openvino_available
+
+    return _export(tmp_path_factory, MINILM, "minilm-onnx", optimize="O2", quantize="int8", bf16=openvino_available())

@@ -611,3 +611,18 @@ def test_manifest_prefixes_are_used(folder):
     assert (e.query_prefix, e.passage_prefix) == ("Q: ", "P: ")
     np.testing.assert_allclose(e.embed_queries(["hello"]), e.embed(["Q: hello"]), atol=1e-6, rtol=0)
     np.testing.assert_allclose(e.embed_passages(["P: hello"]), e.embed(["P: hello"]), atol=1e-6, rtol=0)
+
+
+def test_token_budget_splits_long_batches_without_changing_vectors(tiny_export, monkeypatch):
+    import e5onnx.runtime.embedder as embedder_module
+
+    e = Embedder.load(tiny_export, variant="fp32", threads=1)
+    texts = ["word " * (i * 7 % 120) for i in range(40)]
+    want = np.concatenate([e.embed([t]) for t in texts])
+    monkeypatch.setattr(embedder_module, "TOKEN_BUDGET", 256)
+    shapes, run = [], e.encoder.run
+    monkeypatch.setattr(e.encoder, "run", lambda ids, mask: shapes.append(ids.shape) or run(ids, mask))
+    got = e.embed(texts, batch_size=40)
+    assert max(b * s for b, s in shapes) <= 256 and len(shapes) > 1
+    assert sum(b for b, _ in shapes) == len(texts)
+    assert np.abs(got - want).max() < 1e-5

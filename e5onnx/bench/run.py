@@ -13,7 +13,8 @@ from ..environment import describe
 from ..runtime.manifest import read_manifest, write_json_atomic
 from . import contenders as C
 from .probe import cold_start_and_rss
-from .quality import stsb_per_contender
+from .quality import scifact_ndcg10, stsb_per_contender
+from .report import plot, targets
 from .speed import agreement, measure_passages, measure_queries
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -37,7 +38,7 @@ def workload(n_passages, n_queries, folder=SCIFACT):
 
 def environment(threads):
     """The machine and library versions of a benchmark run, with its thread count and date."""
-    names = ("e5onnx", "onnxruntime", "torch", "transformers", "fastembed", "tokenizers", "numpy")
+    names = ("e5onnx", "onnxruntime", "openvino", "torch", "transformers", "fastembed", "tokenizers", "numpy")
     return {**describe(names), "threads": threads, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -71,6 +72,18 @@ def markdown(result):
                      f"{a.get('mean_cosine', float('nan')):.6f} | {a.get('min_cosine', float('nan')):.6f} | "
                      f"{a.get('max_abs_diff', float('nan')):.2e} | {p.get('cold_start_s', float('nan')):.2f} | "
                      f"{p.get('peak_rss_mb', float('nan')):.0f} | {size} |")
+    if result.get("scifact"):
+        lines += ["", "## SciFact test nDCG@10 x100 (full corpus, 300 queries, no prefixes as MTEB scores MiniLM)", "",
+                  "| contender | nDCG@10 | seconds |", "|---|---|---|"]
+        for name, r in result["scifact"].items():
+            lines.append(f"| {name} | {r['ndcg_at_10']:.2f} | {r['seconds']:.0f} |")
+    rows = targets(result)
+    if rows:
+        lines += ["", "## Issue 3 targets (ratios to fastembed-fp32 from this run)", "",
+                  "| target | contender | value | limit | met |", "|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['target']} | {r['contender']} | {r['value']:.2f} | {r['limit']:g} | "
+                         f"{'yes' if r['met'] else 'NO'} |")
     if result.get("quality"):
         q0 = next(iter(result["quality"].values()))
         lines += ["", f"## Quality on STS-B test ({q0['sentences']} sentences, batch 32)", "",
@@ -82,10 +95,16 @@ def markdown(result):
 
 
 def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries=100,
-        batch_sizes=(1, 8, 32, 128), quick=False, skip=()):
-    """Run the benchmark; write ``out/results.json`` and ``out/results.md``; return the result dict."""
+        batch_sizes=(1, 8, 32, 128), quick=False, skip=(), quality=True, scifact=True, label=None):
+    """Run the benchmark; write ``out/results.json``, ``out/results.md`` and ``out/plot.png``; return the result.
+
+    Args:
+        quality: measure STS-B per contender (skip for random-weight models).
+        scifact: measure SciFact nDCG@10 per e5onnx variant (full corpus; ~5 min per variant on 2 cores).
+        label: a title for the table and plot (default: the folder path).
+    """
     if quick:
-        repeats, passages, queries, batch_sizes = 1, 16, 4, (1, 8)
+        repeats, passages, queries, batch_sizes, scifact = 1, 16, 4, (1, 8), False
     manifest = read_manifest(model_dir)
     if source is None:
         source = manifest.get("source", {}).get("path")
@@ -97,13 +116,14 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
     tokens = sum(len(ids) for ids in ours.embedder.tokenize(texts))
     reference = "torch-fp32" if any(c.name == "torch-fp32" for c in cs) else cs[0].name
     result = {
-        "model": str(model_dir), "workload": f"{name}: {len(texts)} passages ({tokens} tokens), {len(qs)} queries",
+        "model": str(model_dir), "label": label, "workload": f"{name}: {len(texts)} passages ({tokens} tokens), {len(qs)} queries",
         "repeats": repeats, "environment": environment(threads),
         "agreement": agreement(cs, texts[:64], reference),
         "passages": measure_passages(cs, texts, tokens, batch_sizes, repeats),
         "queries": measure_queries(cs, qs, repeats),
         "quality": (stsb_per_contender(cs, STSB, reference, pairs=64 if quick else None)
-                    if STSB.is_file() else {}),
+                    if quality and STSB.is_file() else {}),
+        "scifact": _scifact(cs) if quality and scifact and (SCIFACT / "queries.test.jsonl").is_file() else {},
         "process": {c.name: {**cold_start_and_rss(s, texts[:128]), "model_mb": model_size_mb(s, manifest)}
                     for c, s in zip(cs, all_specs)},
     }
@@ -111,4 +131,18 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", result)
     (out / "results.md").write_text(markdown(result), encoding="utf-8")
+    plot(result, out / "plot.png")
     return result
+
+
+def _scifact(contenders):
+    import time
+
+    out = {}
+    for c in contenders:
+        if c.name.startswith("e5onnx"):
+            started = time.perf_counter()
+            embed = lambda texts, e=c.embedder: e.embed(texts)  # noqa: E731 - MTEB scores MiniLM without prefixes
+            out[c.name] = {"ndcg_at_10": scifact_ndcg10(embed, embed, SCIFACT),
+                           "seconds": time.perf_counter() - started}
+    return out

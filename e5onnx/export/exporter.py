@@ -29,11 +29,14 @@ from ..config import (
     QUANTIZATION_MODES,
     QUERY_PREFIX,
     TOKENIZER_FILE,
+    VARIANT_BACKENDS,
     VARIANT_FILES,
     ParityTolerances,
 )
 from ..errors import E5OnnxError, ExportError, ModelFolderError
-from ..environment import describe
+from ..environment import describe, package_versions
+from ..runtime.cpu import cpu_kind
+from ..runtime.openvino_session import openvino_available
 from ..runtime.embedder import Embedder
 from ..runtime.arguments import whole_number
 from ..runtime.folder import is_local
@@ -46,7 +49,7 @@ from .source import default_max_length, read_config, resolve_source
 
 log = logging.getLogger("e5onnx.export")
 
-_VERSIONED = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers",
+_VERSIONED = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "openvino", "tokenizers",
               "huggingface-hub", "numpy")
 
 
@@ -55,7 +58,9 @@ def environment():
     return {"e5onnx": __version__, **describe(_VERSIONED)}
 
 
-def _check_args(output, quantize, optimize, opset, max_length, force):
+def _check_args(output, quantize, optimize, opset, max_length, force, bf16):
+    if bf16 and not openvino_available():
+        raise ExportError("--bf16 records the OpenVINO bf16 variant and needs OpenVINO: pip install 'e5onnx[openvino]'")
     if quantize not in (None, *QUANTIZATION_MODES):
         raise ExportError(f"--quantize must be one of {QUANTIZATION_MODES}, got {quantize!r}")
     if optimize not in (None, *OPTIMIZATION_LEVELS):
@@ -151,7 +156,7 @@ def _place(tmp, output, force):
 
 def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
                  revision=None, max_length=None, force=False, tolerances=ParityTolerances(), threads=None,
-                 calibration=None):
+                 calibration=None, bf16=False):
     """Export a Hugging Face BERT embedding model to a verified e5onnx model folder.
 
     Args:
@@ -169,7 +174,9 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         tolerances: :class:`~e5onnx.config.ParityTolerances` for the parity check.
         threads: ONNX Runtime threads used by the parity check.
         calibration: text file (one text per line, or ``.jsonl``) to calibrate and validate INT8 on
-            (default: the built-in set); even lines calibrate, odd lines validate.
+            (default: the built-in set); split by :func:`~e5onnx.export.int8_gate.split`.
+        bf16: also record the ``bf16`` variant: OpenVINO running ``model.onnx`` in bfloat16 (no new file;
+            needs the ``openvino`` extra), parity-checked like the others.
 
     Returns:
         The manifest (dict) written to ``output/manifest.json``.
@@ -186,7 +193,7 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         raise ExportError("an output folder is required")
     if is_local(model):  # the most specific refusal first
         _check_not_inside(model, Path(output).expanduser().absolute())
-    output = _check_args(output, quantize, optimize, opset, max_length, force)
+    output = _check_args(output, quantize, optimize, opset, max_length, force, bf16)
     if threads is not None:
         whole_number("threads", threads, 1, max_threads())
     if calibration is not None and not quantize:
@@ -195,7 +202,7 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         raise ExportError(f"--calibration {str(calibration)!r} is not a readable file")
     with _sigterm_as_exit():
         return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force,
-                       calibration)
+                       calibration, bf16)
 
 
 _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
@@ -227,7 +234,8 @@ def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, t
     }
 
 
-def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force, calibration):
+def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force, calibration,
+            bf16):
     started = time.perf_counter()
     source_dir, source = resolve_source(model, revision)
     _check_not_inside(source_dir, output)
@@ -260,6 +268,9 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
                                   pad_token_id=pad_token_id, tolerances=tolerances, threads=threads,
                                   calibration=calibration)
             variants["int8"] = {"file": VARIANT_FILES["int8"], "quantization": settings}
+        if bf16:
+            backend, precision = VARIANT_BACKENDS["bf16"]
+            variants["bf16"] = {"file": VARIANT_FILES["bf16"], "backend": backend, "precision": precision}
 
         log.info("parity check against the PyTorch reference")
         ref = ReferenceBattery(reference)
@@ -268,6 +279,9 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
             embedder = Embedder(tmp / entry["file"], tmp / TOKENIZER_FILE, max_length=max_length,
                                 threads=threads, pad_token_id=pad_token_id, variant=name)
             dim = embedder.dim
+            if name == "bf16":  # what OpenVINO computes in on this CPU, and which CPU that was
+                entry.update(precision_effective=embedder.encoder.precision, cpu_kind=cpu_kind(),
+                             openvino=package_versions(["openvino"])["openvino"])
             report[name] = entry["parity"] = run_parity(embedder, ref, name, tolerances)
         for line in format_report(report):
             log.info("%s", line)

@@ -3,7 +3,7 @@
 For each variant: token ids must equal the HF fast tokenizer's; on L2-normalised embeddings we measure
 the largest element-wise ``|Δ|``, and the min and mean cosine similarity, both for the battery embedded in
 one padded batch and for each text embedded alone, against the reference's padded batch. fp32 and
-optimized are judged on max ``|Δ|``; int8 on its per-text min cosine (see
+optimized are judged on max ``|Δ|``; int8 and bf16 on their per-text min cosine (see
 :class:`~e5onnx.config.ParityTolerances`). The int8 mean cosine is reported but judged by the INT8 quality
 gate on natural validation text (:mod:`~e5onnx.export.int8_gate`): the battery is 19 edge cases (three
 of them empty or blank, i.e. the same ``[CLS] [SEP]`` input), whose mean is not a quality figure.
@@ -79,8 +79,8 @@ def run_parity(embedder, ref, variant, tolerances=ParityTolerances()):
     failures = []
     if mismatches:
         failures.append(f"token ids differ from the HF fast tokenizer for texts {mismatches}")
-    if variant == "int8":
-        tol = {"min_cosine": tolerances.int8_min_cosine}
+    if variant in ("int8", "bf16"):
+        tol = {"min_cosine": tolerances.int8_min_cosine if variant == "int8" else tolerances.bf16_min_cosine}
         if result["min_cosine"] < tol["min_cosine"]:
             failures.append(f"min cosine {result['min_cosine']:.6f} < {tol['min_cosine']}")
     else:

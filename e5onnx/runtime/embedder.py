@@ -9,8 +9,10 @@ from ..config import (
     DEFAULT_BATCH_SIZE,
     PASSAGE_PREFIX,
     QUERY_PREFIX,
+    TOKEN_BUDGET,
     TOKENIZE_CHUNK,
     TOKENIZER_FILE,
+    VARIANT_BACKENDS,
     VARIANT_FILES,
     VARIANTS,
 )
@@ -25,13 +27,13 @@ from .tokenizer import TextTokenizer
 
 
 def check_variant_name(variant):
-    """Raise :class:`InvalidInputError` unless ``variant`` is fp32, optimized, int8 or auto."""
+    """Raise :class:`InvalidInputError` unless ``variant`` is fp32, optimized, int8, bf16 or auto."""
     if variant != "auto" and variant not in VARIANTS:
         raise InvalidInputError(f"variant must be one of {', '.join(VARIANTS)} or 'auto', got {variant!r}")
 
 
-#: Variants in the order ``"auto"`` tries them: fastest first (measured in benchmarks/README.md).
-AUTO_ORDER = ("int8", "optimized", "fp32")
+#: Variants in the order ``"auto"`` tries them: fastest first (measured in benchmarks/results/).
+AUTO_ORDER = ("bf16", "int8", "optimized", "fp32")
 
 
 def auto_candidates(manifest, kind=None):
@@ -40,9 +42,11 @@ def auto_candidates(manifest, kind=None):
 
     A variant is usable when its recorded parity passed; int8 also needs its INT8 quality gate passed at
     export on a CPU of the same kind as this one (:func:`~e5onnx.runtime.cpu.cpu_kind`), since INT8 kernels
-    and the recipe (reduce_range) differ between CPU kinds.
+    and the recipe (reduce_range) differ between CPU kinds; bf16 needs OpenVINO installed and a CPU with
+    native bf16 (AMX-BF16 or AVX512-BF16; elsewhere OpenVINO would emulate it slowly).
     """
-    from .cpu import cpu_kind
+    from .cpu import cpu_info, cpu_kind
+    from .openvino_session import has_native_bf16, openvino_available
 
     kind = cpu_kind() if kind is None else kind
     out = []
@@ -59,6 +63,11 @@ def auto_candidates(manifest, kind=None):
                 reason = "it was not built under the INT8 quality gate"
             elif q.get("cpu_kind") != kind:
                 reason = f"it was gated on a {q.get('cpu_kind')!r} CPU, this one is {kind!r}"
+        elif name == "bf16":
+            if not has_native_bf16(cpu_info()["flags"]):
+                reason = "this CPU has no native bf16 (AMX-BF16 / AVX512-BF16)"
+            elif not openvino_available():
+                reason = "OpenVINO is not installed (pip install 'e5onnx[openvino]')"
         out.append((name, reason))
     return out
 
@@ -66,8 +75,9 @@ def auto_candidates(manifest, kind=None):
 def choose_variant(manifest, variant, kind=None):
     """Resolve ``variant`` against the variants a manifest records.
 
-    ``"auto"`` picks the fastest variant the folder has whose recorded parity passed — int8 (only when its
-    INT8 quality gate passed on a CPU of this kind), then optimized, else fp32 (see :func:`auto_candidates`).
+    ``"auto"`` picks the fastest variant the folder has whose recorded parity passed — bf16 (OpenVINO, on
+    CPUs with native bf16), int8 (only when its INT8 quality gate passed on a CPU of this kind), then
+    optimized, else fp32 (see :func:`auto_candidates`).
 
     Args:
         manifest: the folder's manifest.
@@ -106,7 +116,7 @@ class Embedder:
         dim: embedding width (384 for e5-small); :meth:`embed` returns ``(n, dim)`` float32.
         max_length: tokens per text, special tokens included.
         threads: ONNX Runtime intra-op threads.
-        variant: ``"fp32"``, ``"optimized"`` or ``"int8"``.
+        variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"bf16"``.
         query_prefix, passage_prefix: what :meth:`embed_queries` / :meth:`embed_passages` add.
         manifest: the model folder's manifest (dict), or ``None``.
 
@@ -117,11 +127,13 @@ class Embedder:
         threads: ONNX Runtime intra-op threads; default ``$E5ONNX_THREADS`` or the CPUs this process may
             use (affinity mask and cgroup quota).
         pad_token_id: padding id (default: the tokenizer's ``[PAD]``).
-        variant: label of the ONNX variant, for :attr:`variant`.
+        variant: label of the ONNX variant, for :attr:`variant`; ``"bf16"`` runs the file on OpenVINO in
+            bfloat16 (:mod:`~e5onnx.runtime.openvino_session`), every other variant on onnxruntime.
         manifest: the folder's manifest, if any, for :attr:`manifest`.
 
     Raises:
         ModelFolderError: a file cannot be loaded, or the graph lacks ``last_hidden_state``.
+        BackendUnavailableError: ``variant="bf16"`` without the ``openvino`` package.
         InvalidInputError: ``max_length`` or ``threads`` is not a positive integer.
     """
 
@@ -133,7 +145,13 @@ class Embedder:
         self.variant = variant
         self.manifest = manifest
         self.tokenizer = TextTokenizer(tokenizer_path, max_length, pad_token_id)
-        self.encoder = OnnxEncoder(self.model_path, threads)
+        backend, precision = VARIANT_BACKENDS.get(variant, ("onnxruntime", None))
+        if backend == "openvino":
+            from .openvino_session import OpenVinoEncoder
+
+            self.encoder = OpenVinoEncoder(self.model_path, threads, precision)
+        else:
+            self.encoder = OnnxEncoder(self.model_path, threads)
         recorded = (manifest or {}).get("embedding_dim")
         if self.encoder.dim and recorded and self.encoder.dim != recorded:
             raise ModelFolderError(f"{str(model_path)!r} outputs {self.encoder.dim} dims but the manifest records "
@@ -155,7 +173,7 @@ class Embedder:
         Args:
             model: local folder path, or Hub repo id (downloaded with huggingface-hub; the HF cache and
                 ``HF_HUB_OFFLINE=1`` are honoured). A local folder is never looked up online.
-            variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"auto"`` (default: the fastest whose
+            variant: ``"fp32"``, ``"optimized"``, ``"int8"``, ``"bf16"`` or ``"auto"`` (default: the fastest whose
                 recorded parity passed, see :func:`choose_variant`).
             threads: ONNX Runtime intra-op threads (see the class).
             revision: Hub branch, tag or commit (only for Hub repo ids).
@@ -166,6 +184,7 @@ class Embedder:
             ModelFolderError: the folder or a file is missing (message names both), or the variant is absent.
             IntegrityError: a file's sha256 differs from the manifest.
             InvalidInputError: a bad ``variant``, ``threads`` or ``max_length``.
+            BackendUnavailableError: ``bf16`` asked for by name without OpenVINO installed.
         """
         check_variant_name(variant)  # before any download
         if not isinstance(model, (str, os.PathLike)) or not str(model):
@@ -215,7 +234,8 @@ class Embedder:
         """Embed texts as given (no prefix added).
 
         Texts are tokenised, sorted by length and run in batches padded to their longest text; results
-        come back in input order. A text over :attr:`max_length` tokens is truncated to ``[CLS]``, its first
+        come back in input order. A batch over :data:`~e5onnx.config.TOKEN_BUDGET` padded tokens runs in
+        several forward passes (same vectors, bounded memory). A text over :attr:`max_length` tokens is truncated to ``[CLS]``, its first
         ``max_length - 2`` word pieces and ``[SEP]``, or refused when ``truncate=False``. An empty or
         whitespace-only text is embedded as ``[CLS] [SEP]``.
 
@@ -248,8 +268,11 @@ class Embedder:
             order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
             for b in range(0, len(order), batch_size):
                 idx = order[b:b + batch_size]
-                where = [start + i for i in idx]
-                out[where] = self._forward([rows[i] for i in idx], where)
+                step = max(1, TOKEN_BUDGET // len(rows[idx[-1]]))  # sorted: the last row is the longest
+                for p in range(0, len(idx), step):
+                    part = idx[p:p + step]
+                    where = [start + i for i in part]
+                    out[where] = self._forward([rows[i] for i in part], where)
         return out
 
     def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):

@@ -1,0 +1,64 @@
+"""The optional OpenVINO backend: the bf16 variant runs the very same model.onnx, is parity-checked at export,
+and ``variant="auto"`` uses it only on CPUs with native bf16 and only with OpenVINO installed."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from e5onnx.config import MANIFEST_FILE
+from e5onnx.errors import BackendUnavailableError, ExportError
+from e5onnx.export import export_model
+from e5onnx.runtime import Embedder, cpu
+from e5onnx.runtime.embedder import auto_candidates, choose_variant
+from e5onnx.runtime.openvino_session import has_native_bf16, openvino_available
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (e5onnx[openvino])")
+TEXTS = ["query: how long do cats sleep", "passage: Cats sleep 12 to 16 hours a day. " * 5, "", "東京"]
+
+
+@pytest.fixture(scope="module")
+def bf16_export(tmp_path_factory, tiny_bert_dir):
+    if not openvino_available():
+        pytest.skip("OpenVINO is not installed (e5onnx[openvino])")
+    out = tmp_path_factory.mktemp("bf16") / "m"
+    export_model(str(tiny_bert_dir), out, quantize="int8", max_length=128, bf16=True)
+    return out
+
+
+@needs_openvino
+def test_bf16_variant_is_recorded_and_close_to_fp32(bf16_export):
+    manifest = json.loads((bf16_export / MANIFEST_FILE).read_text())
+    entry = manifest["variants"]["bf16"]
+    assert entry["file"] == "model.onnx" and entry["backend"] == "openvino" and entry["parity"]["passed"]
+    assert entry["precision_effective"] == ("bf16" if has_native_bf16(cpu.cpu_info()["flags"]) else "f32")
+    assert "model_bf16.onnx" not in manifest["files"]  # no extra file: the fp32 graph is reused
+    bf16 = Embedder.load(bf16_export, variant="bf16", threads=1)
+    fp32 = Embedder.load(bf16_export, variant="fp32", threads=1)
+    assert bf16.variant == "bf16" and bf16.model_path == fp32.model_path
+    got, want = bf16.embed(TEXTS), fp32.embed(TEXTS)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    assert np.sum(got * want, axis=1).min() >= 0.999
+
+
+@needs_openvino
+def test_auto_uses_bf16_only_where_the_cpu_has_it(bf16_export, monkeypatch):
+    manifest = json.loads((bf16_export / MANIFEST_FILE).read_text())
+    monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2", "avx512_bf16"]})
+    assert choose_variant(manifest, "auto") == "bf16"
+    monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2"]})
+    reasons = dict(auto_candidates(manifest))
+    assert "no native bf16" in reasons["bf16"]
+    assert choose_variant(manifest, "auto") != "bf16"
+
+
+def test_without_openvino_bf16_is_a_clear_error(tiny_export, monkeypatch, tmp_path, tiny_bert_dir):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'e5onnx\[openvino\]'"):
+        Embedder(tiny_export / "model.onnx", tiny_export / "tokenizer.json", max_length=128, variant="bf16")
+    monkeypatch.setattr("e5onnx.export.exporter.openvino_available", lambda: False)
+    with pytest.raises(ExportError, match="--bf16 .* needs OpenVINO"):
+        export_model(str(tiny_bert_dir), tmp_path / "m", max_length=128, bf16=True)
+    assert list(tmp_path.iterdir()) == []
