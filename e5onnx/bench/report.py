@@ -9,8 +9,14 @@ PEER = "fastembed-fp32"
 GATED = ("e5onnx-bf16", "e5onnx-int8")  # variants built/checked under a quality gate at export
 
 
+def _at(per_batch, batch):
+    """The row of ``batch`` in ``{batch size: row}`` (int keys in memory, str keys after JSON), else the largest."""
+    rows = {int(k): v for k, v in per_batch.items()}
+    return rows.get(int(batch), rows[max(rows)])
+
+
 def _best(result, names, batch):
-    rows = {n: result["passages"][n][batch]["tokens_per_s"] for n in names if n in result["passages"]}
+    rows = {n: _at(result["passages"][n], batch)["tokens_per_s"] for n in names if n in result["passages"]}
     return max(rows.items(), key=lambda kv: kv[1]) if rows else (None, None)
 
 
@@ -21,8 +27,7 @@ def targets(result, batch=32):
     """
     if PEER not in result["passages"]:
         return []
-    batch = batch if batch in result["passages"][PEER] else max(result["passages"][PEER])
-    peer_tps = result["passages"][PEER][batch]["tokens_per_s"]
+    peer_tps = _at(result["passages"][PEER], batch)["tokens_per_s"]
     peer_p50 = result["queries"][PEER]["p50_ms"]
     rows = []
 
@@ -50,7 +55,8 @@ def targets(result, batch=32):
 
 
 def plot(result, path, batch=32):
-    """Write a PNG: passage tokens/s (batch ``batch``) against min cosine to the PyTorch reference, per contender.
+    """Write a PNG: passage tokens/s (batch ``batch``) against ``1 - min cosine`` to the PyTorch reference
+    (log scale, 1e-8 floor), per contender.
 
     Quality is the STS-B min cosine when the run has it, else the agreement run's min cosine.
     """
@@ -60,19 +66,21 @@ def plot(result, path, batch=32):
     import matplotlib.pyplot as plt
 
     quality = result.get("quality") or {}
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, per_b in result["passages"].items():
-        b = batch if batch in per_b else max(per_b)
-        x = per_b[b]["tokens_per_s"]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for i, (name, per_b) in enumerate(result["passages"].items()):
+        x = _at(per_b, batch)["tokens_per_s"]
         q = quality.get(name, {}).get("min_cosine_to_reference", result["agreement"].get(name, {}).get("min_cosine"))
         if q is None:
             continue
-        ax.scatter([x], [q], s=60)
-        ax.annotate(name, (x, q), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xlabel(f"passage tokens/s (batch {batch}, {result['environment']['threads']} threads)")
-    ax.set_ylabel("min cosine to PyTorch fp32" + (" (STS-B test)" if quality else " (agreement texts)"))
+        y = max(1.0 - q, 1e-8)  # distance from identical output; floor for exact matches
+        ax.scatter([x], [y], s=60)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6 if i % 2 else -12), fontsize=8)
+    ax.set_yscale("log")
+    ax.invert_yaxis()  # better quality higher up
+    ax.set_xlabel(f"passage tokens/s (batch {batch}, {result['environment']['threads']} threads, higher is faster)")
+    ax.set_ylabel("1 - min cosine to PyTorch fp32" + (" (STS-B test)" if quality else " (agreement texts)"))
     ax.set_title(f"{result.get('label') or result['model']}: throughput vs quality", fontsize=10)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

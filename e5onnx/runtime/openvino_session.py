@@ -14,7 +14,7 @@ import numpy as np
 from ..config import KNOWN_INPUTS, OUTPUT_NAME
 from ..errors import BackendUnavailableError, E5OnnxError, ModelFolderError
 from .arguments import whole_number
-from .session import default_threads, max_threads
+from .session import default_threads, make_feed, max_threads
 
 #: CPU flags (``/proc/cpuinfo`` names) with native bfloat16 arithmetic.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -97,14 +97,7 @@ class OpenVinoEncoder:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        feed = {}
-        for name, dtype in self.inputs.items():
-            if name == "input_ids":
-                feed[name] = np.ascontiguousarray(input_ids, dtype=dtype)
-            elif name == "attention_mask":
-                feed[name] = np.ascontiguousarray(attention_mask, dtype=dtype)
-            else:
-                feed[name] = np.zeros(input_ids.shape, dtype=dtype)
+        feed = make_feed(self.inputs, input_ids, attention_mask)
         try:
             result = request.infer(feed)
         except Exception as exc:

@@ -34,6 +34,20 @@ def default_threads():
     return available_cpus()
 
 
+def make_feed(inputs, input_ids, attention_mask):
+    """The graph's feed: ``{name: C-contiguous array}`` for each declared input (``{name: dtype}``);
+    ``token_type_ids`` is all zeros (a single segment)."""
+    feed = {}
+    for name, dtype in inputs.items():
+        if name == "input_ids":
+            feed[name] = np.ascontiguousarray(input_ids, dtype=dtype)
+        elif name == "attention_mask":
+            feed[name] = np.ascontiguousarray(attention_mask, dtype=dtype)
+        else:
+            feed[name] = np.zeros(input_ids.shape, dtype=dtype)
+    return feed
+
+
 class OnnxEncoder:
     """An ONNX Runtime session that maps padded token ids to ``last_hidden_state``.
 
@@ -97,14 +111,7 @@ class OnnxEncoder:
             E5OnnxError: onnxruntime failed (out of memory, a sequence longer than the graph's position
                 table, a token id outside the vocabulary); the message gives the batch shape.
         """
-        feed = {}
-        for name, dtype in self.inputs.items():
-            if name == "input_ids":
-                feed[name] = input_ids.astype(dtype, copy=False)
-            elif name == "attention_mask":
-                feed[name] = attention_mask.astype(dtype, copy=False)
-            else:  # token_type_ids: a single segment
-                feed[name] = np.zeros(input_ids.shape, dtype=dtype)
+        feed = make_feed(self.inputs, input_ids, attention_mask)
         try:
             (hidden,) = self.session.run([OUTPUT_NAME], feed)
         except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
