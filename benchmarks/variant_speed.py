@@ -6,7 +6,7 @@ Workload: SciFact documents from ../shared (``passage: `` + title + text, the fi
 truncated at the folder's max length), else synthetic passages of mixed length. Each variant is warmed up
 once, then timed ``--repeats`` times over the whole workload (batch size 32); the median is reported as
 passage tokens/s (real, unpadded tokens) and as a ratio to fp32 measured in the same run.
-This is a quick check; the full side-by-side benchmark with peers is issue 3's.
+This is a quick check; the side-by-side benchmark with peers is `e5onnx bench` (benchmarks/README.md).
 """
 
 import argparse
