@@ -1,4 +1,4 @@
-"""The ``e5onnx`` command line: ``export``, ``verify``, ``info``, ``embed``.
+"""The ``e5onnx`` command line: ``export``, ``verify``, ``info``, ``embed``, ``bench``.
 
 ``export`` and ``verify`` need the ``export`` extra (torch); ``info`` and ``embed`` are torch-free.
 Exit codes: 0 success, 1 a failed check or error (message on stderr), 2 bad command-line usage.
@@ -229,7 +229,11 @@ _COMMANDS = {"export": _cmd_export, "verify": _cmd_verify, "info": _cmd_info, "e
 def main(argv=None):
     """Entry point of the ``e5onnx`` console script. Returns the exit code."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "embed" and not any(x.startswith("-") for x in extra):
+        args.texts = list(args.texts) + extra  # texts after an option: argparse stops at the first one
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "embed" and args.input is None and not args.texts:
         parser.error("embed needs TEXT arguments or --input FILE ('-' for stdin)")
     if args.command == "embed" and args.input is not None and args.texts:

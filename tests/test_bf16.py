@@ -62,3 +62,27 @@ def test_without_openvino_bf16_is_a_clear_error(tiny_export, monkeypatch, tmp_pa
     with pytest.raises(ExportError, match="--bf16 .* needs OpenVINO"):
         export_model(str(tiny_bert_dir), tmp_path / "m", max_length=128, bf16=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_openvino_install_makes_auto_fall_back(tiny_export, tmp_path, monkeypatch):
+    fake = tmp_path / "fake" / "openvino"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("libopenvino.so: cannot open shared object file")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    assert not openvino_available()
+    manifest = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    manifest["variants"]["bf16"] = {"file": "model.onnx", "backend": "openvino", "parity": {"passed": True}}
+    kind = manifest["variants"]["int8"]["quantization"]["cpu_kind"]  # the CPU the tiny export was gated on
+    monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx512_bf16"]})
+    assert "not installed" in dict(auto_candidates(manifest, kind))["bf16"]
+    assert choose_variant(manifest, "auto", kind) == "int8"
+    with pytest.raises(BackendUnavailableError, match="libopenvino.so"):
+        Embedder(tiny_export / "model.onnx", tiny_export / "tokenizer.json", max_length=128, variant="bf16")
+
+
+def test_auto_tolerates_hand_edited_int8_entries(tiny_export):
+    manifest = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    for broken in (None, {"gate": None}, {"gate": {"passed": "false"}}):
+        manifest["variants"]["int8"]["quantization"] = broken
+        assert choose_variant(manifest, "auto") == "optimized"

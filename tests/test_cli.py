@@ -67,6 +67,16 @@ def test_embed_texts_as_arguments(capsys, tiny_export, fp32):
     assert np.max(np.abs(got - fp32.embed(texts))) < 1e-6
 
 
+def test_embed_texts_after_options(capsys, tiny_export, fp32):
+    texts = ["hello world", "paris is the capital of france"]
+    code, out, err = run_cli(capsys, "embed", tiny_export, "--variant", "fp32", texts[0], "--threads", "1", texts[1])
+    assert code == 0, err
+    assert np.max(np.abs(parse_jsonl(out, fp32.dim) - fp32.embed(texts))) < 1e-6
+    with pytest.raises(SystemExit) as info:
+        main(["embed", str(tiny_export), "hello", "--no-such-option"])
+    assert info.value.code == 2 and "--no-such-option" in capsys.readouterr().err
+
+
 def test_embed_default_variant_is_auto(capsys, tiny_export):
     auto = Embedder.load(tiny_export, threads=1)
     code, out, err = run_cli(capsys, "embed", tiny_export, "hello", "world")

@@ -27,6 +27,8 @@ def targets(result, batch=32):
     """
     if PEER not in result["passages"]:
         return []
+    measured = {int(k) for k in result["passages"][PEER]}
+    batch = batch if batch in measured else max(measured)  # --quick measures batches 1 and 8 only
     peer_tps = _at(result["passages"][PEER], batch)["tokens_per_s"]
     peer_p50 = result["queries"][PEER]["p50_ms"]
     rows = []

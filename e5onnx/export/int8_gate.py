@@ -76,7 +76,7 @@ def measure(reference, candidate, texts):
     want = reference.embed(texts).astype(np.float64)
     got = candidate.embed(texts).astype(np.float64)
     cos = np.sum(want * got, axis=1)
-    mixed = texts[:INVARIANCE_BATCH]
+    mixed = (texts * -(-INVARIANCE_BATCH // len(texts)))[:INVARIANCE_BATCH]  # always a full batch of 32
     batched = candidate.embed(mixed, batch_size=INVARIANCE_BATCH).astype(np.float64)
     alone = np.concatenate([candidate.embed([t]) for t in mixed[:INVARIANCE_TEXTS]]).astype(np.float64)
     worst = float(np.sum(alone * batched[:INVARIANCE_TEXTS], axis=1).min())

@@ -52,14 +52,14 @@ def auto_candidates(manifest, kind=None):
     out = []
     for name in AUTO_ORDER:
         entry = manifest["variants"].get(name)
-        if entry is None:
+        if not isinstance(entry, dict):
             continue
         reason = None
-        if not entry.get("parity", {}).get("passed"):
+        if (entry.get("parity") or {}).get("passed") is not True:
             reason = "its parity check did not pass"
         elif name == "int8":
-            q = entry.get("quantization", {})
-            if not q.get("gate", {}).get("passed"):
+            q = entry.get("quantization") or {}
+            if (q.get("gate") or {}).get("passed") is not True:
                 reason = "it was not built under the INT8 quality gate"
             elif q.get("cpu_kind") != kind:
                 reason = f"it was gated on a {q.get('cpu_kind')!r} CPU, this one is {kind!r}"
@@ -67,7 +67,7 @@ def auto_candidates(manifest, kind=None):
             if not has_native_bf16(cpu_info()["flags"]):
                 reason = "this CPU has no native bf16 (AMX-BF16 / AVX512-BF16)"
             elif not openvino_available():
-                reason = "OpenVINO is not installed (pip install 'e5onnx[openvino]')"
+                reason = "OpenVINO is not installed or does not import (pip install 'e5onnx[openvino]')"
         out.append((name, reason))
     return out
 

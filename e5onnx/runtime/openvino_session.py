@@ -21,8 +21,14 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def openvino_available():
-    """True when the ``openvino`` package can be imported."""
-    return importlib.util.find_spec("openvino") is not None
+    """True when the ``openvino`` package imports (installed but broken, e.g. a missing shared library: False)."""
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    try:
+        importlib.import_module("openvino")
+    except Exception:  # ImportError, OSError from its native libraries
+        return False
+    return True
 
 
 def has_native_bf16(flags):
@@ -50,10 +56,10 @@ class OpenVinoEncoder:
     def __init__(self, path, threads=None, precision="bf16"):
         try:
             import openvino as ov
-        except ImportError:
+        except Exception as exc:  # not installed (ImportError) or broken (its native libraries)
             raise BackendUnavailableError(
-                "the bf16 variant runs on OpenVINO, which is not installed: pip install 'e5onnx[openvino]' "
-                "(or pick variant='int8' / 'fp32')"
+                f"the bf16 variant runs on OpenVINO, which cannot be imported ({type(exc).__name__}: {exc}): "
+                "pip install 'e5onnx[openvino]' (or pick variant='int8' / 'fp32')"
             ) from None
         if threads is None:
             threads = default_threads()
