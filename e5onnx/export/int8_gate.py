@@ -65,15 +65,20 @@ def calibration_texts(path=None):
     return calibration, validation, source
 
 
-def measure(reference, candidate, texts):
-    """Gate figures of ``candidate`` against ``reference`` (two :class:`~e5onnx.runtime.Embedder`).
+def measure(want, candidate, texts):
+    """Gate figures of ``candidate`` (an :class:`~e5onnx.runtime.Embedder`) against the reference vectors.
+
+    Args:
+        want: ``(len(texts), dim)`` reference (fp32) vectors of ``texts``, computed once by the caller and
+            shared by every attempt of the sweep.
+        candidate: the INT8 :class:`~e5onnx.runtime.Embedder`.
+        texts: the validation texts.
 
     Returns:
         dict: ``texts``, ``mean_cosine``, ``min_cosine`` (over ``texts``, batches of 32 each side) and
         ``batch_invariance_min_cosine``: the first :data:`INVARIANCE_BATCH` texts (mixed lengths) embedded
         as one padded batch, against the first :data:`INVARIANCE_TEXTS` of them embedded alone.
     """
-    want = reference.embed(texts).astype(np.float64)
     got = candidate.embed(texts).astype(np.float64)
     cos = np.sum(want * got, axis=1)
     mixed = (texts * -(-INVARIANCE_BATCH // len(texts)))[:INVARIANCE_BATCH]  # always a full batch of 32
@@ -127,12 +132,13 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
     ranges, samples = int8.activation_ranges(fp32_path, batches)
     errors = int8.sensitivity(fp32_path, ranges, samples, weight_max=weight_max)
     limit = int(len(errors) * MAX_KEPT_FRACTION)
+    want = reference.embed(valid).astype(np.float64)
     keep, attempts = [], []
     while True:
         settings = int8.quantize(fp32_path, dst, ranges, weight_max=weight_max, keep=keep)
         candidate = Embedder(dst, tokenizer_path, max_length=max_length, threads=threads, pad_token_id=pad_token_id,
                              variant="int8")
-        figures = measure(reference, candidate, valid)
+        figures = measure(want, candidate, valid)
         failures = judge(figures, tolerances)
         attempts.append({"kept_fp32": list(keep), **figures, "failures": failures})
         log.info("int8 gate with %d MatMuls in fp32: mean cos %.6f, min cos %.6f, batch invariance %.6f%s",

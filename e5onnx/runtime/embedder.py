@@ -48,7 +48,8 @@ def auto_candidates(manifest, kind=None):
     from .cpu import cpu_info, cpu_kind
     from .openvino_session import has_native_bf16, openvino_available
 
-    kind = cpu_kind() if kind is None else kind
+    info = cpu_info()  # read /proc/cpuinfo once, for the kind and the bf16 flags
+    kind = cpu_kind(info) if kind is None else kind
     out = []
     for name in AUTO_ORDER:
         entry = manifest["variants"].get(name)
@@ -64,7 +65,7 @@ def auto_candidates(manifest, kind=None):
             elif q.get("cpu_kind") != kind:
                 reason = f"it was gated on a {q.get('cpu_kind')!r} CPU, this one is {kind!r}"
         elif name == "bf16":
-            if not has_native_bf16(cpu_info()["flags"]):
+            if not has_native_bf16(info["flags"]):
                 reason = "this CPU has no native bf16 (AMX-BF16 / AVX512-BF16)"
             elif not openvino_available():
                 reason = "OpenVINO is not installed or does not import (pip install 'e5onnx[openvino]')"

@@ -6,15 +6,14 @@ AVX512-BF16 or AMX-BF16 (https://docs.openvino.ai/ "Inference precision"); elsew
 which :attr:`OpenVinoEncoder.precision` reports.
 """
 
-import importlib.util
+import importlib
 import threading
 
 import numpy as np
 
 from ..config import KNOWN_INPUTS, OUTPUT_NAME
 from ..errors import BackendUnavailableError, E5OnnxError, ModelFolderError
-from .arguments import whole_number
-from .session import default_threads, make_feed, max_threads
+from .session import make_feed, resolve_threads
 
 #: CPU flags (``/proc/cpuinfo`` names) with native bfloat16 arithmetic.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -22,8 +21,6 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 def openvino_available():
     """True when the ``openvino`` package imports (installed but broken, e.g. a missing shared library: False)."""
-    if importlib.util.find_spec("openvino") is None:
-        return False
     try:
         importlib.import_module("openvino")
     except Exception:  # ImportError, OSError from its native libraries
@@ -61,9 +58,7 @@ class OpenVinoEncoder:
                 f"the bf16 variant runs on OpenVINO, which cannot be imported ({type(exc).__name__}: {exc}): "
                 "pip install 'e5onnx[openvino]' (or pick variant='int8' / 'fp32')"
             ) from None
-        if threads is None:
-            threads = default_threads()
-        self.threads = threads = whole_number("threads", threads, 1, max_threads())
+        self.threads = threads = resolve_threads(threads)
         config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         try:

@@ -34,6 +34,15 @@ def default_threads():
     return available_cpus()
 
 
+def resolve_threads(threads):
+    """``threads`` checked as a whole number from 1 to :func:`max_threads`, or :func:`default_threads` for None.
+
+    Raises:
+        InvalidInputError: a bad ``threads`` or ``$E5ONNX_THREADS``.
+    """
+    return whole_number("threads", default_threads() if threads is None else threads, 1, max_threads())
+
+
 def make_feed(inputs, input_ids, attention_mask):
     """The graph's feed: ``{name: C-contiguous array}`` for each declared input (``{name: dtype}``);
     ``token_type_ids`` is all zeros (a single segment)."""
@@ -63,9 +72,7 @@ class OnnxEncoder:
     """
 
     def __init__(self, path, threads=None):
-        if threads is None:
-            threads = default_threads()
-        self.threads = threads = whole_number("threads", threads, 1, max_threads())
+        self.threads = threads = resolve_threads(threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
