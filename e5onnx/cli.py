@@ -246,7 +246,8 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:
-        if exc.name in ("fastembed", "scipy") and args.command == "bench":
+        if args.command == "bench" and exc.name in ("fastembed", "scipy", "matplotlib", "psutil", "torch",
+                                                    "transformers", "optimum", "onnx"):
             print(f"error: `e5onnx bench` needs the bench extra ({exc.name} is not installed): "
                   "pip install 'e5onnx[bench]'", file=sys.stderr)
             return 1

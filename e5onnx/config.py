@@ -44,15 +44,29 @@ NORMALIZE_EPS = 1e-12
 
 DEFAULT_BATCH_SIZE = 32
 #: Most padded tokens (batch x sequence length) in one forward pass: a batch of long texts is run in smaller
-#: passes. Bounds peak memory (onnxruntime's arena keeps its largest pass: MiniLM peak RSS ~730 MB at 4096
-#: vs ~1.3 GB unbounded, random batches 1-32 x 1-512 tokens) at no measured speed cost (+-1%).
-TOKEN_BUDGET = 4096
+#: passes (same vectors). Bounds peak memory and is faster on 2 cores (activations stay in cache). e5-small
+#: shape, 96 SciFact passages in batches of 32, 2 threads, time relative to 4096 tokens (median of 3-5,
+#: interleaved): int8 2048 0.92, 1024 0.90, 512 0.91; fp32 0.94 / 1.05 / 0.93; bf16 0.96 / 0.97 / 1.08. Peak
+#: RSS of int8 over those passages, arena shrinkage on: 2048 375 MB, 1024 288 MB (4096, shrinkage off: 665 MB).
+TOKEN_BUDGET = 1024
 #: Texts are tokenised and length-sorted in chunks of this many, to bound memory on huge inputs.
 TOKENIZE_CHUNK = 4096
 
 DEFAULT_OPSET = 18
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 QUANTIZATION_MODES = ("int8",)
+
+#: onnxruntime's intra-op threads spin (busy-wait) between ops by default. Off here: with spinning, one idle
+#: session's threads steal the cores of the next (a 16-token query took 6.5 ms alone but 15-23 ms next to one
+#: or two other sessions on 2 cores; 7.6-8.0 ms with spinning off; benchmarks/spinning_latency.py).
+ORT_ALLOW_SPINNING = False
+#: Give onnxruntime's arena memory back after each forward pass (run option
+#: ``memory.enable_memory_arena_shrinkage``), so one long batch does not pin its peak for the process's life.
+ORT_ARENA_SHRINKAGE = True
+
+#: Environment variable for e5onnx's cache folder (compiled OpenVINO models); empty turns caching off.
+#: Default: ``$XDG_CACHE_HOME/e5onnx``, else ``~/.cache/e5onnx``.
+CACHE_DIR_ENV = "E5ONNX_CACHE_DIR"
 
 #: Environment variable for the default number of ONNX Runtime intra-op threads.
 THREADS_ENV = "E5ONNX_THREADS"

@@ -37,6 +37,13 @@ TINY_WORDS = (
 ).split()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory):
+    """Compiled-model caches go to a temporary folder, never the user's ~/.cache."""
+    os.environ["E5ONNX_CACHE_DIR"] = str(tmp_path_factory.mktemp("e5onnx-cache"))
+    yield
+
+
 def build_tiny_tokenizer(folder):
     """An uncased BERT WordPiece tokenizer with a small vocabulary, saved in HF layout to ``folder``."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors

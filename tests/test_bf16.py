@@ -12,7 +12,7 @@ from e5onnx.errors import BackendUnavailableError, ExportError
 from e5onnx.export import export_model
 from e5onnx.runtime import Embedder, cpu
 from e5onnx.runtime.embedder import auto_candidates, choose_variant
-from e5onnx.runtime.openvino_session import has_native_bf16, openvino_available
+from e5onnx.runtime.openvino_session import OpenVinoEncoder, has_native_bf16, model_cache_dir, openvino_available
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (e5onnx[openvino])")
 TEXTS = ["query: how long do cats sleep", "passage: Cats sleep 12 to 16 hours a day. " * 5, "", "東京"]
@@ -86,3 +86,32 @@ def test_auto_tolerates_hand_edited_int8_entries(tiny_export):
     for broken in (None, {"gate": None}, {"gate": {"passed": "false"}}):
         manifest["variants"]["int8"]["quantization"] = broken
         assert choose_variant(manifest, "auto") == "optimized"
+
+
+def test_model_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("E5ONNX_CACHE_DIR", str(tmp_path / "c"))
+    assert model_cache_dir() == tmp_path / "c" / "openvino" and (tmp_path / "c" / "openvino").is_dir()
+    monkeypatch.setenv("E5ONNX_CACHE_DIR", "")
+    assert model_cache_dir() is None  # empty: caching off
+    monkeypatch.delenv("E5ONNX_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert model_cache_dir() == tmp_path / "xdg" / "e5onnx" / "openvino"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("E5ONNX_CACHE_DIR", str(blocker))
+    assert model_cache_dir() is None  # cannot be created: caching off, the load still works
+
+
+@needs_openvino
+def test_compiled_model_is_cached_and_reused(bf16_export, monkeypatch, tmp_path):
+    monkeypatch.setenv("E5ONNX_CACHE_DIR", str(tmp_path))
+    first = OpenVinoEncoder(bf16_export / "model.onnx", threads=1)
+    assert first.cache_dir == tmp_path / "openvino"
+    entries = sorted(p.name for p in first.cache_dir.iterdir())
+    assert any(name.endswith(".blob") for name in entries), entries
+    ids = np.array([[2, 40, 41, 3]], np.int64)
+    again = OpenVinoEncoder(bf16_export / "model.onnx", threads=1)  # a cache hit: same entries, same output
+    assert sorted(p.name for p in again.cache_dir.iterdir()) == entries
+    assert np.array_equal(first.run(ids, np.ones_like(ids)), again.run(ids, np.ones_like(ids)))
+    monkeypatch.setenv("E5ONNX_CACHE_DIR", "")
+    assert OpenVinoEncoder(bf16_export / "model.onnx", threads=1).cache_dir is None

@@ -626,3 +626,46 @@ def test_token_budget_splits_long_batches_without_changing_vectors(tiny_export, 
     assert max(b * s for b, s in shapes) <= 256 and len(shapes) > 1
     assert sum(b for b, _ in shapes) == len(texts)
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_session_does_not_spin_and_shrinks_its_arena(tiny_export):
+    e = Embedder.load(tiny_export, variant="fp32", threads=1)
+    options = e.encoder.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert e.encoder.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    vectors = e.embed(["query: a", "passage: " + "b " * 300])  # runs with those options
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
+
+
+def test_verified_file_is_not_hashed_again_until_it_changes(folder, monkeypatch, tmp_path):
+    from e5onnx.runtime import manifest as manifest_module
+
+    monkeypatch.setenv("E5ONNX_CACHE_DIR", str(tmp_path / "cache"))
+    hashed = []
+    real = manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    Embedder.load(folder, variant="fp32", threads=1)
+    assert sorted(hashed) == ["model.onnx", TOKENIZER_FILE]
+    assert len(list((tmp_path / "cache" / "verified").iterdir())) == 2
+    hashed.clear()
+    Embedder.load(folder, variant="fp32", threads=1)
+    assert hashed == []  # unchanged since verified: no second sha256 (0.16 s for e5-small fp32)
+    path = folder / "model.onnx"
+    before = path.stat()
+    _flip_byte(path)  # same size; put the old mtime back, as a careful tamperer would
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(IntegrityError, match="sha256"):  # the ctime still changed: hashed again, caught
+        Embedder.load(folder, variant="fp32", threads=1)
+    assert hashed == ["model.onnx"]
+
+
+def test_without_a_cache_every_load_hashes(folder, monkeypatch):
+    from e5onnx.runtime import manifest as manifest_module
+
+    monkeypatch.setenv("E5ONNX_CACHE_DIR", "")
+    hashed = []
+    real = manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    Embedder.load(folder, variant="fp32", threads=1)
+    Embedder.load(folder, variant="fp32", threads=1)
+    assert hashed.count("model.onnx") == 2

@@ -5,7 +5,7 @@ Workloads (texts as given, prefixes included):
   batches of each size in ``batch_sizes``; reported as tokens/s (real, unpadded tokens counted by the
   model's tokenizer) and texts/s, the median over ``repeats`` passes.
 - queries: ``query: `` + SciFact queries, one text per call; reported as latency p50/p95/p99 in ms over
-  every call of every repeat.
+  every call of every repeat, each repeat a block of calls per contender.
 
 Contenders run interleaved per repeat (A, B, C, A, B, C, ...), so slow drifts of the machine hit all alike.
 """
@@ -52,14 +52,18 @@ def measure_passages(contenders, texts, tokens, batch_sizes, repeats, warmup=1):
 
 
 def measure_queries(contenders, queries, repeats, warmup=3):
-    """Single-query latency of each contender: ``{name: {"p50_ms", "p95_ms", "p99_ms", "calls"}}``."""
+    """Single-query latency of each contender: ``{name: {"p50_ms", "p95_ms", "p99_ms", "calls"}}``.
+
+    Measured block-wise: each repeat runs every query through one contender, then the next. Interleaving per
+    query would time the previous contender's idle threads (onnxruntime and OpenMP spin between calls by
+    default) competing for the same cores, not the contender itself (benchmarks/README.md).
+    """
     times = {c.name: [] for c in contenders}
-    for c in contenders:
-        for q in queries[:warmup]:
-            c.embed([q])
     for _ in range(repeats):
-        for q in queries:
-            for c in contenders:
+        for c in contenders:
+            for q in queries[:warmup]:  # untimed: lets the previous contender's threads go idle
+                c.embed([q])
+            for q in queries:
                 t0 = time.perf_counter()
                 c.embed([q])
                 times[c.name].append(time.perf_counter() - t0)

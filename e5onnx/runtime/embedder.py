@@ -95,9 +95,11 @@ def choose_variant(manifest, variant, kind=None):
         usable = [name for name, reason in auto_candidates(manifest, kind) if reason is None]
         variant = usable[0] if usable else "fp32"
     if variant not in available:
+        how = {"optimized": "export with --optimize O2", "int8": "export with --quantize int8",
+               "bf16": "export with --bf16"}.get(variant, "every export has it: re-export the model")
         raise ModelFolderError(
-            f"this model folder has no {variant!r} variant (it has: {', '.join(sorted(available))}); "
-            "export it with --optimize / --quantize"
+            f"this model folder has no {variant!r} variant (it has: {', '.join(sorted(available)) or 'none'}); "
+            f"{how}"
         )
     return variant
 

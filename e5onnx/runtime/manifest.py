@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, ParityTolerances
 from ..errors import IntegrityError, ModelFolderError
+from .cache import known_good, remember_good
 
 _CHUNK = 1 << 20
 
@@ -148,6 +149,9 @@ def _shape_problem(manifest):
 def check_file(folder, name, manifest, verify_checksum=True):
     """Return ``folder/name`` after checking it exists and matches the manifest's size and sha256.
 
+    A file verified before and unchanged since (same inode, size, mtime and ctime, recorded in the cache
+    folder, :mod:`e5onnx.runtime.cache`) is not hashed again.
+
     Raises:
         ModelFolderError: the file is missing or not listed in the manifest.
         IntegrityError: its size or sha256 differs from the manifest (corrupt or tampered file).
@@ -166,8 +170,12 @@ def check_file(folder, name, manifest, verify_checksum=True):
                 f"{name!r} in {str(folder)!r} is {size} bytes but the manifest records {entry['size']}: "
                 "the file is corrupt or was replaced; re-export or re-download the model"
             )
+        if known_good(path, entry["sha256"]):  # verified before, unchanged since (inode, size, mtime, ctime)
+            return path
         digest = sha256_file(path)
-        if digest != entry["sha256"]:
+        if digest == entry["sha256"]:
+            remember_good(path, digest)
+        else:
             raise IntegrityError(
                 f"{name!r} in {str(folder)!r} has sha256 {digest} but the manifest records "
                 f"{entry['sha256']}: the file is corrupt or was replaced; re-export or re-download the model"

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from ..config import KNOWN_INPUTS, OUTPUT_NAME, THREADS_ENV
+from ..config import KNOWN_INPUTS, ORT_ALLOW_SPINNING, ORT_ARENA_SHRINKAGE, OUTPUT_NAME, THREADS_ENV
 from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
 from .arguments import whole_number
 from .cpu import available_cpus
@@ -63,7 +63,8 @@ class OnnxEncoder:
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads (default :func:`default_threads`), at most the machine's CPU count;
-            inter-op is 1 (sequential graph).
+            inter-op is 1 (sequential graph). Threads do not spin between ops and the arena is shrunk after
+            each run (:data:`~e5onnx.config.ORT_ALLOW_SPINNING`, :data:`~e5onnx.config.ORT_ARENA_SHRINKAGE`).
 
     Raises:
         ModelFolderError: the file is not a loadable ONNX model, declares an input other than
@@ -79,6 +80,10 @@ class OnnxEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 4  # failures are raised as E5OnnxError with the message; no stderr noise
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_ALLOW_SPINNING else "0")
+        self.run_options = ort.RunOptions()
+        if ORT_ARENA_SHRINKAGE:
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
@@ -120,7 +125,7 @@ class OnnxEncoder:
         """
         feed = make_feed(self.inputs, input_ids, attention_mask)
         try:
-            (hidden,) = self.session.run([OUTPUT_NAME], feed)
+            (hidden,) = self.session.run([OUTPUT_NAME], feed, self.run_options)
         except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
             raise E5OnnxError(
                 f"onnxruntime failed on a batch of {input_ids.shape[0]} texts x {input_ids.shape[1]} tokens: "
