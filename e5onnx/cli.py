@@ -90,6 +90,22 @@ def _build_parser():
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--threads", type=int)
     p.add_argument("--no-truncate", action="store_true", help="refuse texts over max length instead of cutting")
+
+    p = sub.add_parser("serve", help="HTTP server: OpenAI /v1/embeddings and TEI /embed, dynamic batching (server extra)",
+                       description="Every flag can also be set by E5ONNX_<FLAG> (e.g. E5ONNX_PORT=9000); a flag wins.")
+    p.add_argument("model", nargs="?", help="model folder or Hub repo id (or E5ONNX_MODEL)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000)")
+    p.add_argument("--variant", choices=[*VARIANTS, "auto"], help="default auto")
+    p.add_argument("--threads", type=int, help="inference threads (default: the CPUs this process may use)")
+    p.add_argument("--revision", help="Hub branch, tag or commit")
+    p.add_argument("--max-batch-tokens", type=int, help="real tokens merged into one inference call (default 16384)")
+    p.add_argument("--max-client-batch-size", type=int, help="texts per request (default 256)")
+    p.add_argument("--max-queue", type=int, help="requests admitted before 429 (default 512)")
+    p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB; 413 beyond)")
+    p.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' on every route but /health")
+    p.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: CORS off)")
+    p.add_argument("--graceful-timeout-s", type=int, help="seconds in-flight requests get on SIGTERM (default 30)")
     return parser
 
 
@@ -222,8 +238,21 @@ def _cmd_bench(args):
     return 0
 
 
+def _cmd_serve(args):
+    from .server.settings import ServerSettings, settings_from
+
+    try:
+        from .server.main import serve
+    except ModuleNotFoundError as exc:
+        print(f"error: `e5onnx serve` needs the server extra ({exc.name} is not installed): "
+              "pip install 'e5onnx[server]'", file=sys.stderr)
+        return 1
+    names = [f for f in ServerSettings.__dataclass_fields__]
+    return serve(settings_from({n: getattr(args, n, None) for n in names}))
+
+
 _COMMANDS = {"export": _cmd_export, "verify": _cmd_verify, "info": _cmd_info, "embed": _cmd_embed,
-             "bench": _cmd_bench}
+             "bench": _cmd_bench, "serve": _cmd_serve}
 
 
 def main(argv=None):

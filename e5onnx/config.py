@@ -72,6 +72,24 @@ CACHE_DIR_ENV = "E5ONNX_CACHE_DIR"
 THREADS_ENV = "E5ONNX_THREADS"
 
 
+# Server (``e5onnx serve``) defaults; each flag is also read from ``E5ONNX_<FLAG>`` (e.g. E5ONNX_PORT).
+SERVER_HOST = "127.0.0.1"  # loopback only unless asked: a model server is not meant to face the internet bare
+SERVER_PORT = 8000
+#: Most real tokens merged from queued requests into one inference call (text-embeddings-inference's default).
+SERVER_MAX_BATCH_TOKENS = 16384
+#: Most texts in one request (text-embeddings-inference's ``--max-client-batch-size`` is 32; OpenAI allows 2048).
+SERVER_MAX_CLIENT_BATCH_SIZE = 256
+#: Most requests admitted and not yet answered; beyond it, 429 at once (TEI's max concurrent requests is 512).
+SERVER_MAX_QUEUE = 512
+#: Largest request body, bytes (413 beyond): 256 texts of 512 word pieces are well under 2 MB of UTF-8.
+SERVER_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Seconds a client is asked to wait after a 429 (``Retry-After``).
+SERVER_RETRY_AFTER_S = 1
+#: Seconds in-flight requests get to finish after SIGTERM/SIGINT before they are cancelled.
+SERVER_GRACEFUL_TIMEOUT_S = 30
+SERVER_ENV_PREFIX = "E5ONNX_"
+
+
 @dataclass(frozen=True)
 class ParityTolerances:
     """Parity tolerances on L2-normalised embeddings, compared with the PyTorch reference.

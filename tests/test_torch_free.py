@@ -9,6 +9,10 @@ import json, sys
 import e5onnx
 from e5onnx.runtime import Embedder
 from e5onnx import cli  # the CLI module itself is torch-free too
+try:  # the server too, when its extra is installed
+    from e5onnx.server import app, main
+except ModuleNotFoundError as exc:
+    assert exc.name in ("starlette", "uvicorn", "prometheus_client"), exc
 e = Embedder.load(sys.argv[1], variant=sys.argv[2])
 v = e.embed(["query: hello", "passage: world", ""])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum"))

@@ -268,14 +268,53 @@ class Embedder:
         for start in range(0, len(texts), TOKENIZE_CHUNK):
             chunk = texts[start:start + TOKENIZE_CHUNK]
             rows = self.tokenizer.encode(chunk, truncate=True, first_index=start)
-            order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-            for b in range(0, len(order), batch_size):
-                idx = order[b:b + batch_size]
-                step = max(1, TOKEN_BUDGET // len(rows[idx[-1]]))  # sorted: the last row is the longest
-                for p in range(0, len(idx), step):
-                    part = idx[p:p + step]
-                    where = [start + i for i in part]
-                    out[where] = self._forward([rows[i] for i in part], where)
+            out[start:start + len(rows)] = self._embed_rows(rows, batch_size, start)
+        return out
+
+    def embed_token_ids(self, rows, batch_size=DEFAULT_BATCH_SIZE, normalize=True):
+        """Embed texts already tokenised by :meth:`tokenize` (special tokens included), e.g. by a server that
+        counts tokens before it batches requests. Same vectors as :meth:`embed` on the texts.
+
+        Args:
+            rows: list of token-id lists, each 1 to :attr:`max_length` ids, each id in the vocabulary.
+            batch_size: texts per forward pass, a positive int.
+            normalize: L2-normalise (default); False gives the masked mean-pooled ``last_hidden_state``.
+
+        Returns:
+            ``(len(rows), dim)`` float32 vectors (unit length when ``normalize``), in input order.
+
+        Raises:
+            InvalidInputError: a row that is not a non-empty list of ints in the vocabulary or is longer
+                than :attr:`max_length` (the message names its index), or a bad ``batch_size``.
+        """
+        batch_size = whole_number("batch_size", batch_size)
+        vocab = self.tokenizer.vocab_size
+        if isinstance(rows, (str, bytes)) or not isinstance(rows, (list, tuple)):
+            raise InvalidInputError(f"rows must be a list of token-id lists, got {type(rows).__name__}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)) or not row:
+                raise InvalidInputError(f"rows[{i}] must be a non-empty list of token ids", index=i)
+            if len(row) > self.max_length:
+                raise InvalidInputError(f"rows[{i}] has {len(row)} tokens, over max_length {self.max_length}",
+                                        index=i)
+            if not all(type(t) is int and 0 <= t < vocab for t in row):
+                raise InvalidInputError(f"rows[{i}] holds a token id that is not an int from 0 to {vocab - 1}",
+                                        index=i)
+        if not rows:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self._embed_rows([list(r) for r in rows], batch_size, 0, flag("normalize", normalize))
+
+    def _embed_rows(self, rows, batch_size, first_index, normalize=True):
+        """``(len(rows), dim)`` vectors of valid token-id rows: sorted by length, batched, split by the token
+        budget, returned in input order."""
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            step = max(1, TOKEN_BUDGET // len(rows[idx[-1]]))  # sorted: the last row is the longest
+            for p in range(0, len(idx), step):
+                part = idx[p:p + step]
+                out[part] = self._forward([rows[i] for i in part], [first_index + i for i in part], normalize)
         return out
 
     def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
@@ -292,10 +331,12 @@ class Embedder:
         """
         return self._embed(add_prefix(as_text_list(texts), self.passage_prefix), batch_size, truncate)
 
-    def _forward(self, rows, where):
+    def _forward(self, rows, where, normalize=True):
         input_ids, attention_mask = self.tokenizer.pad(rows, self.encoder.id_dtype)
         hidden = self.encoder.run(input_ids, attention_mask)
-        vectors = l2_normalize(mean_pool(hidden, attention_mask))
+        vectors = mean_pool(hidden, attention_mask)
+        if normalize:
+            vectors = l2_normalize(vectors)
         if not np.isfinite(vectors).all():
             raise E5OnnxError(
                 f"the model produced non-finite values for texts {where[:8]}{' ...' if len(where) > 8 else ''}: "

@@ -57,6 +57,8 @@ class TextTokenizer:
         if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int) or not 0 <= pad_token_id < vocab:
             raise ModelFolderError(f"pad_token_id {pad_token_id!r} is not an id of {str(path)!r} (vocab {vocab})")
         self.pad_token_id = pad_token_id
+        #: Number of token ids (added tokens included): ids run from 0 to ``vocab_size - 1``.
+        self.vocab_size = vocab
         # Texts longer than this many characters are cut at a space before tokenising (see _encode_long).
         self.char_budget = CHARS_PER_TOKEN_BUDGET * self.max_length
 

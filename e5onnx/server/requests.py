@@ -1,0 +1,174 @@
+"""Parsing and validation of the two request bodies the server accepts, into one :class:`EmbedRequest`.
+
+- OpenAI ``POST /v1/embeddings``: ``input`` (string or non-empty list of strings), ``model``,
+  ``encoding_format`` (``float`` | ``base64``), ``dimensions`` (only the model's width), ``user`` (ignored);
+  extensions ``input_type`` (``query`` | ``passage``: the e5 prefix is added once) and ``truncate``.
+- text-embeddings-inference ``POST /embed``: ``inputs``, ``normalize``, ``truncate``,
+  ``truncation_direction`` (``right`` only), ``prompt_name`` (``query`` | ``passage``), ``dimensions``.
+
+Every refusal is a :class:`~e5onnx.errors.RequestError` (400) naming the field (``param``) and, for a text, its
+index. Decisions (documented in README "Serving"): an empty or whitespace-only string is refused (OpenAI and TEI
+refuse it too; the Python API embeds it as ``[CLS] [SEP]``); unknown fields are refused (a typo such as
+``encoding-format`` must not be ignored silently); token-id arrays are refused (send text).
+"""
+
+import json
+from dataclasses import dataclass
+
+from ..errors import RequestError
+
+OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "input_type", "truncate")
+TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
+PROMPTS = ("query", "passage")
+
+
+@dataclass
+class EmbedRequest:
+    """A validated embedding request.
+
+    Attributes:
+        texts: the texts as given (prefix not yet added), at least one.
+        prompt: ``"query"``, ``"passage"`` or None (texts used as given).
+        truncate: cut texts over the model's max length (else they are refused).
+        normalize: L2-normalise the vectors (OpenAI route: always).
+        encoding_format: ``"float"`` or ``"base64"`` (little-endian float32, OpenAI's format).
+        model: the ``model`` field as sent (OpenAI route), or None.
+    """
+
+    texts: list
+    prompt: str = None
+    truncate: bool = False
+    normalize: bool = True
+    encoding_format: str = "float"
+    model: str = None
+
+
+def parse_json(body):
+    """The JSON object in ``body`` (bytes).
+
+    Raises:
+        RequestError: the body is empty, not UTF-8 (the byte offset is given), not JSON (line and column), or
+            not a JSON object.
+    """
+    if not body.strip():
+        raise RequestError("the request body is empty: send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise RequestError("the request body is not valid JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise RequestError(f"the request body must be a JSON object, got a JSON {_kind(obj)}")
+    return obj
+
+
+def _kind(value):
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _unknown(obj, allowed):
+    for key in obj:
+        if key not in allowed:
+            shown = key if len(key) <= 64 else key[:64] + "..."
+            raise RequestError(f"unknown field {shown!r}; accepted fields: {', '.join(allowed)}", param=shown)
+
+
+def _texts(value, field, limit):
+    if isinstance(value, str):
+        value = [value]
+    elif not isinstance(value, list):
+        raise RequestError(f"'{field}' must be a string or an array of strings, got a JSON {_kind(value)}", param=field)
+    if not value:
+        raise RequestError(f"'{field}' is an empty array: send at least one text", param=field)
+    if len(value) > limit:
+        raise RequestError(f"'{field}' has {len(value)} texts, over the limit of {limit} per request "
+                           "(--max-client-batch-size)", param=field)
+    for i, text in enumerate(value):
+        if isinstance(text, (int, list)) and not isinstance(text, bool):
+            raise RequestError(f"{field}[{i}]: token-id arrays are not supported; send the text", param=field, index=i)
+        if not isinstance(text, str):
+            raise RequestError(f"{field}[{i}] must be a string, got a JSON {_kind(text)}", param=field, index=i)
+        if not text.strip():
+            raise RequestError(f"{field}[{i}] is an empty or whitespace-only string", param=field, index=i)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestError(f"{field}[{i}] holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at character "
+                               f"{exc.start}: not valid Unicode text", param=field, index=i) from None
+    return value
+
+
+def _choice(obj, field, allowed, default=None):
+    value = obj.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value.lower() not in allowed:
+        shown = repr(value) if isinstance(value, str) and len(value) <= 32 else f"a JSON {_kind(value)}"
+        raise RequestError(f"'{field}' must be one of {', '.join(allowed)}, got {shown}", param=field)
+    return value.lower()
+
+
+def _bool(obj, field, default):
+    value = obj.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(f"'{field}' must be true or false, got a JSON {_kind(value)}", param=field)
+    return value
+
+
+def _dimensions(obj, dim):
+    value = obj.get("dimensions")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"'dimensions' must be an integer, got a JSON {_kind(value)}", param="dimensions")
+    if value != dim:
+        raise RequestError(f"'dimensions' must be {dim} for this model (it does not support shortened vectors), "
+                           f"got {value}", param="dimensions")
+
+
+def parse_openai(obj, dim, max_texts):
+    """An :class:`EmbedRequest` from an OpenAI embeddings body (see the module docstring).
+
+    Raises:
+        RequestError: a missing ``input``, an unknown field, a wrong type or value (the field is named).
+    """
+    _unknown(obj, OPENAI_FIELDS)
+    if "input" not in obj:
+        raise RequestError("'input' is required", param="input")
+    texts = _texts(obj["input"], "input", max_texts)
+    model = obj.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RequestError(f"'model' must be a string, got a JSON {_kind(model)}", param="model")
+    user = obj.get("user")
+    if user is not None and not isinstance(user, str):
+        raise RequestError(f"'user' must be a string, got a JSON {_kind(user)}", param="user")
+    _dimensions(obj, dim)
+    return EmbedRequest(texts=texts, prompt=_choice(obj, "input_type", PROMPTS),
+                        truncate=_bool(obj, "truncate", False),
+                        encoding_format=_choice(obj, "encoding_format", ("float", "base64"), "float"), model=model)
+
+
+def parse_tei(obj, dim, max_texts):
+    """An :class:`EmbedRequest` from a text-embeddings-inference ``/embed`` body (see the module docstring).
+
+    Raises:
+        RequestError: a missing ``inputs``, an unknown field, a wrong type or value (the field is named).
+    """
+    _unknown(obj, TEI_FIELDS)
+    if "inputs" not in obj:
+        raise RequestError("'inputs' is required", param="inputs")
+    texts = _texts(obj["inputs"], "inputs", max_texts)
+    if _choice(obj, "truncation_direction", ("right", "left"), "right") == "left":
+        raise RequestError("'truncation_direction' left is not supported: e5 keeps the start of a text",
+                           param="truncation_direction")
+    _dimensions(obj, dim)
+    return EmbedRequest(texts=texts, prompt=_choice(obj, "prompt_name", PROMPTS), truncate=_bool(obj, "truncate", False),
+                        normalize=_bool(obj, "normalize", True))
