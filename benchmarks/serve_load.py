@@ -1,0 +1,223 @@
+"""Load generator for ``e5onnx serve`` on loopback, side by side with the in-process Embedder in the same run.
+
+    python benchmarks/serve_load.py MODEL_DIR --variant int8 --threads 2 --out benchmarks/results/server
+
+Starts the server as a subprocess (same model, variant and threads as the in-process Embedder), then measures:
+
+1. saturation throughput: SciFact passages (``passage: `` + title + text) in requests of 32 texts from
+   ``--clients`` concurrent clients, tokens/s (real tokens, from ``usage``), against the in-process Embedder
+   on the same requests one after the other (median of ``--repeats``); target >= 0.85;
+2. single-request overhead: one SciFact query per request from one keep-alive client, p50 of the server
+   minus p50 of ``Embedder.embed([q])`` in this process, measured in alternating blocks; target <= 1.5 ms;
+3. latency under 32 concurrent clients sending single queries: p50/p99 ms;
+4. server RSS (``/proc/PID/status`` VmRSS) over ``--rss-requests`` requests of random batch size 1-32 and
+   length 1-512 words, sampled every 500; flat means <= 10 % growth after the first 1,000.
+
+Clients ask for base64 vectors (what the openai client does by default), so decoding JSON floats in this
+process does not slow the client side. Results: ``results.json`` and ``results.md`` in ``--out``.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from e5onnx.bench.run import environment, workload
+from e5onnx.runtime import Embedder
+from e5onnx.runtime.manifest import write_json_atomic
+
+WORDS = ("protein cell membrane transport of ions regulates the expression gene patients were randomised "
+         "trial results showed significant reduction risk mortality").split()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
+def start_server(model, variant, threads, port):
+    env = {**os.environ, "E5ONNX_MAX_QUEUE": "100000"}
+    proc = subprocess.Popen([sys.executable, "-m", "e5onnx.cli", "serve", model, "--port", str(port), "--variant",
+                             variant, "--threads", str(threads)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+def post(client, texts):
+    r = client.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64", "truncate": True})
+    r.raise_for_status()
+    return r.json()["usage"]["prompt_tokens"]
+
+
+def saturation(url, embedder, requests, clients, repeats):
+    """``(server tokens/s, in-process tokens/s)``, medians of alternating repeats."""
+    server, local = [], []
+    tokens = sum(len(r) for req in requests for r in embedder.tokenize(req))
+    pool = concurrent.futures.ThreadPoolExecutor(clients)
+    http = [httpx.Client(base_url=url, timeout=600) for _ in range(clients)]
+    slot = {}
+
+    def send(i):
+        import threading
+
+        c = slot.setdefault(threading.get_ident(), http[len(slot) % clients])
+        return post(c, requests[i])
+    list(pool.map(send, range(min(clients, len(requests)))))  # warm-up: connections, arena
+    embedder.embed(requests[0])
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sent = sum(pool.map(send, range(len(requests))))
+        server.append(sent / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for req in requests:
+            embedder.embed(req)
+        local.append(tokens / (time.perf_counter() - t0))
+    pool.shutdown()
+    return statistics.median(server), statistics.median(local)
+
+
+def single_overhead(url, embedder, queries, repeats):
+    """p50 ms of one query per request (server) and per ``embed`` call (in-process), alternating blocks."""
+    server, local = [], []
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for q in queries[:5]:
+            post(c, [q]), embedder.embed([q])
+        for _ in range(repeats):
+            for q in queries:
+                t0 = time.perf_counter()
+                post(c, [q])
+                server.append(time.perf_counter() - t0)
+            for q in queries:
+                t0 = time.perf_counter()
+                embedder.embed([q])
+                local.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(server)), 1000 * float(np.median(local))
+
+
+def concurrent_latency(url, queries, clients):
+    """p50 and p99 ms of single-query requests from ``clients`` concurrent keep-alive clients."""
+    times = []
+
+    def client(k):
+        out = []
+        with httpx.Client(base_url=url, timeout=60) as c:
+            for q in queries[k::clients] * 3:
+                t0 = time.perf_counter()
+                post(c, [q])
+                out.append(time.perf_counter() - t0)
+        return out
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for out in pool.map(client, range(clients)):
+            times += out
+    return 1000 * float(np.percentile(times, 50)), 1000 * float(np.percentile(times, 99)), len(times)
+
+
+def rss_over_requests(url, pid, n, seed=0):
+    rng = random.Random(seed)
+    samples = []
+    with httpx.Client(base_url=url, timeout=600) as c:
+        for i in range(1, n + 1):
+            post(c, ["passage: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 512)))
+                     for _ in range(rng.randint(1, 32))])
+            if i % 500 == 0:
+                samples.append({"request": i, "rss_mb": round(rss_mb(pid), 1)})
+                print(samples[-1], flush=True)
+    after = [s["rss_mb"] for s in samples if s["request"] >= 1000]
+    return {"samples": samples, "growth_after_1000_pct": round(100 * (max(after) / after[0] - 1), 1) if after else None}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model")
+    p.add_argument("--variant", default="int8")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--passages", type=int, default=256)
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients for the saturation run")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rss-requests", type=int, default=10000)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+
+    passages, queries, name = workload(args.passages, args.queries)
+    requests = [passages[i:i + 32] for i in range(0, len(passages), 32)]
+    embedder = Embedder.load(args.model, variant=args.variant, threads=args.threads)
+    proc, url = start_server(args.model, args.variant, args.threads, free_port())
+    try:
+        result = {"model": args.model, "variant": embedder.variant, "workload": name,
+                  "environment": environment(args.threads), "clients": args.clients, "repeats": args.repeats}
+        s, l = saturation(url, embedder, requests, args.clients, args.repeats)
+        result["saturation"] = {"server_tokens_per_s": s, "in_process_tokens_per_s": l, "ratio": s / l}
+        print(result["saturation"], flush=True)
+        s, l = single_overhead(url, embedder, queries, args.repeats)
+        result["single_request"] = {"server_p50_ms": s, "in_process_p50_ms": l, "overhead_ms": s - l}
+        print(result["single_request"], flush=True)
+        p50, p99, n = concurrent_latency(url, queries, 32)
+        result["concurrent_32"] = {"p50_ms": p50, "p99_ms": p99, "requests": n}
+        print(result["concurrent_32"], flush=True)
+        if args.rss_requests:
+            result["rss"] = rss_over_requests(url, proc.pid, args.rss_requests)
+    finally:
+        proc.terminate()
+        result["exit_status"] = proc.wait(60)
+    result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", result)
+    (out / "results.md").write_text(markdown(result), encoding="utf-8")
+    print(markdown(result))
+
+
+def markdown(r):
+    env = r["environment"]
+    sat, one, conc = r["saturation"], r["single_request"], r["concurrent_32"]
+    rows = [
+        ("saturation tokens/s, server vs in-process", f"{sat['server_tokens_per_s']:.0f} vs "
+         f"{sat['in_process_tokens_per_s']:.0f} = {sat['ratio']:.2f}", ">= 0.85", sat["ratio"] >= 0.85),
+        ("single-request p50 overhead, ms", f"{one['server_p50_ms']:.2f} - {one['in_process_p50_ms']:.2f} = "
+         f"{one['overhead_ms']:.2f}", "<= 1.5", one["overhead_ms"] <= 1.5),
+        ("32 concurrent clients, single queries: p50 / p99 ms", f"{conc['p50_ms']:.1f} / {conc['p99_ms']:.1f}", "", None),
+    ]
+    if r.get("rss"):
+        g = r["rss"]["growth_after_1000_pct"]
+        first, last = r["rss"]["samples"][0]["rss_mb"], r["rss"]["samples"][-1]["rss_mb"]
+        rows.append((f"server RSS over {r['rss']['samples'][-1]['request']} requests, MB", f"{first} -> {last} "
+                     f"(+{g}% after request 1000)", "<= 10 %", g is not None and g <= 10))
+    lines = [f"# e5onnx serve vs in-process — {r['model']} ({r['variant']})", "",
+             f"CPU: {env['cpu']['model']}; threads {env['threads']} on both sides; {r['workload']}; "
+             f"{r['clients']} clients for saturation; medians of {r['repeats']}; {r['date']}", "",
+             "| measure | value | target | met |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {'' if d is None else ('yes' if d else 'NO')} |" for a, b, c, d in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
