@@ -104,6 +104,14 @@ def _texts(value, field, limit):
     return value
 
 
+def _body_texts(obj, allowed, field, max_texts):
+    """The texts of ``obj[field]`` after refusing unknown fields and a missing ``field``."""
+    _unknown(obj, allowed)
+    if field not in obj:
+        raise RequestError(f"'{field}' is required", param=field)
+    return _texts(obj[field], field, max_texts)
+
+
 def _choice(obj, field, allowed, default=None):
     value = obj.get(field)
     if value is None:
@@ -140,20 +148,15 @@ def parse_openai(obj, dim, max_texts):
     Raises:
         RequestError: a missing ``input``, an unknown field, a wrong type or value (the field is named).
     """
-    _unknown(obj, OPENAI_FIELDS)
-    if "input" not in obj:
-        raise RequestError("'input' is required", param="input")
-    texts = _texts(obj["input"], "input", max_texts)
-    model = obj.get("model")
-    if model is not None and not isinstance(model, str):
-        raise RequestError(f"'model' must be a string, got a JSON {_kind(model)}", param="model")
-    user = obj.get("user")
-    if user is not None and not isinstance(user, str):
-        raise RequestError(f"'user' must be a string, got a JSON {_kind(user)}", param="user")
+    texts = _body_texts(obj, OPENAI_FIELDS, "input", max_texts)
+    for field in ("model", "user"):
+        if obj.get(field) is not None and not isinstance(obj[field], str):
+            raise RequestError(f"'{field}' must be a string, got a JSON {_kind(obj[field])}", param=field)
     _dimensions(obj, dim)
     return EmbedRequest(texts=texts, prompt=_choice(obj, "input_type", PROMPTS),
                         truncate=_bool(obj, "truncate", False),
-                        encoding_format=_choice(obj, "encoding_format", ("float", "base64"), "float"), model=model)
+                        encoding_format=_choice(obj, "encoding_format", ("float", "base64"), "float"),
+                        model=obj.get("model"))
 
 
 def parse_tei(obj, dim, max_texts):
@@ -162,10 +165,7 @@ def parse_tei(obj, dim, max_texts):
     Raises:
         RequestError: a missing ``inputs``, an unknown field, a wrong type or value (the field is named).
     """
-    _unknown(obj, TEI_FIELDS)
-    if "inputs" not in obj:
-        raise RequestError("'inputs' is required", param="inputs")
-    texts = _texts(obj["inputs"], "inputs", max_texts)
+    texts = _body_texts(obj, TEI_FIELDS, "inputs", max_texts)
     if _choice(obj, "truncation_direction", ("right", "left"), "right") == "left":
         raise RequestError("'truncation_direction' left is not supported: e5 keeps the start of a text",
                            param="truncation_direction")
