@@ -460,3 +460,20 @@ def test_serve_without_a_model_is_a_clear_error():
     r = subprocess.run([sys.executable, "-m", "e5onnx.cli", "serve"], env=env, capture_output=True, text=True,
                        timeout=TIMEOUT)
     assert r.returncode == 1 and "no model" in r.stderr
+
+
+def test_real_minilm_export_answers_the_openai_client(minilm_export):
+    """Issue 4's "done when": ``e5onnx serve`` on the real MiniLM export answers the unmodified openai client."""
+    openai = pytest.importorskip("openai")
+    e = Embedder.load(minilm_export, variant="auto", threads=1)
+    running = _serve(e)
+    try:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", timeout=TIMEOUT, max_retries=0)
+        texts = ["how much protein should a female eat", "As a general guideline, the CDC's average requirement "
+                 "of protein for women ages 19 to 70 is 46 grams per day."]
+        out = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts, extra_body={"input_type": "query"})
+        got = np.array([d.embedding for d in out.data])
+        assert np.abs(got - e.embed_queries(texts)).max() <= 1e-6
+        assert float(got[0] @ got[1]) > 0.5  # a real model: the answer is close to its question
+    finally:
+        running.stop()
