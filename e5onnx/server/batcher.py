@@ -48,7 +48,7 @@ class Batcher:
 
     async def stop(self):
         """Finish what is queued, then stop the task and the worker thread."""
-        while self._queue:
+        while self._queue and self._task is not None and not self._task.done():
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
