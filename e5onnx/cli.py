@@ -1,7 +1,8 @@
-"""The ``e5onnx`` command line: ``export``, ``verify``, ``info``, ``embed``, ``bench``.
+"""The ``e5onnx`` command line: ``export``, ``verify``, ``info``, ``embed``, ``bench``, ``serve``.
 
-``export`` and ``verify`` need the ``export`` extra (torch); ``info`` and ``embed`` are torch-free.
-Exit codes: 0 success, 1 a failed check or error (message on stderr), 2 bad command-line usage.
+``export`` and ``verify`` need the ``export`` extra (torch); ``info``, ``embed`` and ``serve`` are torch-free.
+Exit codes: 0 success, 1 a failed check or error (message on stderr), 2 bad command-line usage, 3 ``serve``
+could not start listening (address in use, bad host).
 """
 
 import argparse

@@ -177,6 +177,12 @@ BAD = [
      r"input\[1\] has 602 tokens, over max_length 512, and truncation is off"),
     ("over-long TEI", "/embed", json.dumps({"inputs": ["paris " * 600]}).encode(), 400, "inputs",
      r"inputs\[0\] has 602 tokens"),
+    ("integer over 4300 digits", "/v1/embeddings", b'{"input": "x", "dimensions": ' + b"1" * 5000 + b"}", 400, None,
+     r"not usable JSON"),
+    ("lone surrogate field name", "/embed", b'{"inputs": "x", "\\ud800": 1}', 400, "\\ud800",
+     r"unknown field '\\ud800'"),
+    ("invisible-only string", "/v1/embeddings", '{"input": ["ok", "\u200b\ufeff"]}'.encode(), 400, "input",
+     r"input\[1\] has no tokens"),
     ("body too large", "/v1/embeddings", json.dumps({"input": ["paris " * 11000]}).encode(), 413, None,
      r"over the limit of 65536 bytes"),
 ]
@@ -190,6 +196,16 @@ def test_bad_input_is_a_4xx_and_the_server_still_answers(server, case):
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param and error["code"] == status
     assert re.search(message, error["message"]), error["message"]
+    _good(server)
+
+
+def test_content_type_must_be_json_or_absent(server):
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        r = server.client.post("/v1/embeddings", content=b'{"input": "x"}', headers={"content-type": content_type})
+        assert r.status_code == 415 and content_type in r.json()["error"]["message"]
+    ok = server.client.post("/v1/embeddings", content=b'{"input": "x"}',
+                            headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
     _good(server)
 
 
@@ -207,6 +223,7 @@ def test_unknown_route_and_method(server):
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     r = server.client.get("/v1/embeddings")
     assert r.status_code == 405 and "GET /v1/embeddings" in r.json()["error"]["message"]
+    assert r.headers["allow"] == "POST"
     _good(server)
 
 
@@ -322,6 +339,29 @@ def test_full_queue_answers_429_at_once(embedder):
             slow.gate.set()
             assert [f.result(TIMEOUT).status_code for f in held] == [200, 200]
         _good(running)
+    finally:
+        slow.gate.set()
+        running.stop()
+
+
+def test_health_answers_at_once_while_the_queue_is_busy(embedder):
+    slow = _Slow(embedder)
+    real = slow.embed_token_ids
+    slow.embed_token_ids = lambda rows, **kw: real(rows, **kw) if len(rows) > 1 else embedder.embed_token_ids(rows, **kw)
+    running = _serve(slow)
+    try:
+        slow.gate.clear()  # inference calls of 2+ texts now wait; the health check embeds 1 text
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["paris", "city"]})
+            deadline = time.monotonic() + TIMEOUT
+            while running.server.config.app.state.e5onnx.pending < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            t0 = time.monotonic()
+            assert running.client.get("/health").json() == {"status": "ok"}
+            assert time.monotonic() - t0 < 5 and not held.done()
+            slow.gate.set()
+            assert held.result(TIMEOUT).status_code == 200
     finally:
         slow.gate.set()
         running.stop()

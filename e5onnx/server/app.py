@@ -37,7 +37,7 @@ log = logging.getLogger("e5onnx.server")
 INLINE_TOKENIZE_CHARS = 4096
 
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-               413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+               413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
 
 
 def error_response(status, message, type_="invalid_request_error", param=None, headers=None):
@@ -91,6 +91,9 @@ def create_app(embedder, settings, model_id=None):
             except E5OnnxError as exc:
                 log.error("%s failed: %s", route, type(exc).__name__)
                 response = error_response(500, f"inference failed: {exc}", "server_error")
+            except Exception as exc:  # noqa: BLE001 - a bug must still answer JSON and be counted
+                log.error("%s: unexpected %s", route, type(exc).__name__)  # no message: it may quote user text
+                response = error_response(500, "internal error; the request was not processed", "server_error")
             state.metrics.requests.labels(route, str(response.status_code)).inc()
             state.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
             return response
@@ -119,7 +122,7 @@ def create_app(embedder, settings, model_id=None):
 
     async def health(request):
         try:
-            await _check_embedding(state)
+            await _check_embedding(state, direct=True)
         except E5OnnxError as exc:
             raise RequestError(f"unhealthy: {exc}", 503, "service_unavailable") from None
         return JSONResponse({"status": "ok"})
@@ -154,9 +157,9 @@ def create_app(embedder, settings, model_id=None):
         middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                                      allow_headers=["Authorization", "Content-Type"]))
 
-    async def http_error(request, exc):
+    async def http_error(request, exc):  # 404, 405 (with its Allow header)
         return error_response(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
-                              _HTTP_TYPES.get(exc.status_code, "invalid_request_error"))
+                              _HTTP_TYPES.get(exc.status_code, "invalid_request_error"), headers=exc.headers)
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error})
@@ -175,7 +178,13 @@ def _authorize(state, request):
 
 
 async def _read_body(request, limit):
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes (header or stream)."""
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes (header or stream), and with
+    415 unless its Content-Type is ``application/json`` or absent: a browser page may send ``text/plain`` or form
+    posts to any origin without a CORS preflight, JSON needs one."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and content_type.split(";")[0].strip().lower() != "application/json":
+        shown = content_type[:64].encode("ascii", "backslashreplace").decode("ascii")
+        raise RequestError(f"Content-Type must be application/json, got '{shown}'", 415)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(f"request body of {int(declared)} bytes is over the limit of {limit} bytes", 413)
@@ -215,6 +224,10 @@ async def _embed(state, req, field):
             message = str(exc).replace("texts[", f"{field}[", 1)
             raise RequestError(message + "; send truncate: true to cut it", param=field, index=exc.index) from None
         metrics.tokenize_seconds.observe(time.perf_counter() - started)
+        for i, row in enumerate(rows):
+            if len(row) <= 2:  # [CLS] [SEP] only: invisible characters (U+200B, U+FEFF, controls) give no token
+                raise RequestError(f"{field}[{i}] has no tokens (only invisible or control characters)",
+                                   param=field, index=i)
         pooled = await state.batcher.embed(rows)
         vectors = normalized(pooled) if req.normalize else np.asarray(pooled, dtype=np.float32)
         return vectors, sum(len(r) for r in rows)
@@ -223,9 +236,17 @@ async def _embed(state, req, field):
         metrics.queue_depth.set(state.pending)
 
 
-async def _check_embedding(state):
-    """Embed one short query through the batcher; raise :class:`E5OnnxError` unless a finite unit vector."""
+async def _check_embedding(state, direct=False):
+    """Embed one short query; raise :class:`E5OnnxError` unless a finite unit vector.
+
+    ``direct``: on a thread of its own instead of through the batcher's queue, so that ``/health`` answers in
+    milliseconds even when minutes of work are queued (onnxruntime and OpenVINO sessions run concurrently).
+    """
     rows = state.embedder.tokenizer.encode(["query: health check"], True)
-    vector = normalized(await state.batcher.embed(rows))[0]
+    if direct:
+        pooled = await run_in_threadpool(state.embedder.embed_token_ids, rows, batch_size=1, normalize=False)
+    else:
+        pooled = await state.batcher.embed(rows)
+    vector = normalized(pooled)[0]
     if vector.shape != (state.embedder.dim,) or not np.isfinite(vector).all() or abs(np.linalg.norm(vector) - 1) > 1e-3:
         raise E5OnnxError("the test embedding is not a finite unit vector")

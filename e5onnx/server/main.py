@@ -23,9 +23,12 @@ def load_embedder(settings):
 
 
 def model_id(embedder, settings):
-    """The name clients see: the manifest's Hub id (e.g. ``intfloat/e5-small``), else the folder's name."""
+    """The name clients see: the Hub id the model was exported from (e.g. ``intfloat/e5-small``), else the
+    served folder's name (an export from a local folder records a path, which is no name for clients)."""
     source = (embedder.manifest or {}).get("source", {})
-    return source.get("id") or settings.model.rstrip("/").rsplit("/", 1)[-1]
+    if source.get("id") and not source.get("path"):
+        return source["id"]
+    return str(settings.model).rstrip("/").rsplit("/", 1)[-1]
 
 
 def serve(settings, log_level="info"):

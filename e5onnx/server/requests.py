@@ -62,6 +62,8 @@ def parse_json(body):
         raise RequestError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise RequestError("the request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer over Python's 4300-digit conversion limit
+        raise RequestError(f"the request body is not usable JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise RequestError(f"the request body must be a JSON object, got a JSON {_kind(obj)}")
     return obj
@@ -75,8 +77,9 @@ def _kind(value):
 def _unknown(obj, allowed):
     for key in obj:
         if key not in allowed:
-            shown = key if len(key) <= 64 else key[:64] + "..."
-            raise RequestError(f"unknown field {shown!r}; accepted fields: {', '.join(allowed)}", param=shown)
+            # escaped: a key may hold lone surrogates or control characters, which must not reach the response raw
+            shown = (key if len(key) <= 64 else key[:64] + "...").encode("ascii", "backslashreplace").decode("ascii")
+            raise RequestError(f"unknown field '{shown}'; accepted fields: {', '.join(allowed)}", param=shown)
 
 
 def _texts(value, field, limit):
