@@ -367,6 +367,34 @@ def test_health_answers_at_once_while_the_queue_is_busy(embedder):
         running.stop()
 
 
+def test_a_client_that_goes_away_is_dropped_from_the_queue(embedder):
+    slow = _Slow(embedder)
+    seen = []
+    real = slow.embed_token_ids
+    slow.embed_token_ids = lambda rows, **kw: seen.append(len(rows)) or real(rows, **kw)
+    running = _serve(slow)
+    try:
+        slow.gate.clear()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["paris"] * 3})
+            deadline = time.monotonic() + TIMEOUT
+            while not seen:  # the first request is in the inference call, waiting on the gate
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with pytest.raises(httpx.ReadTimeout):  # a second request, whose client gives up while it is queued
+                httpx.post(running.url + "/v1/embeddings", json={"input": ["city"] * 5}, timeout=1.0)
+            time.sleep(1.0)  # the server notices within DISCONNECT_POLL_S
+            slow.gate.set()
+            assert held.result(TIMEOUT).status_code == 200
+        _good(running)
+        assert 5 not in seen  # the abandoned texts never reached inference
+        text = running.client.get("/metrics").text
+        assert 'e5onnx_requests_total{route="/v1/embeddings",status="499"} 1.0' in text
+    finally:
+        slow.gate.set()
+        running.stop()
+
+
 class _Failing:
     """An embedder that fails on any batch holding the token id ``bad``."""
 

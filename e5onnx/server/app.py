@@ -7,6 +7,7 @@ disturbs the next one. With an API key, every route but ``/health`` needs ``Auth
 (compared in constant time). Request bodies over ``max_body_bytes`` get 413 before they are read whole.
 """
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -102,7 +103,7 @@ def create_app(embedder, settings, model_id=None):
     async def openai_embeddings(request):
         req = parse_openai(parse_json(await _read_body(request, settings.max_body_bytes)),
                            embedder.dim, settings.max_client_batch_size)
-        vectors, tokens = await _embed(state, req, "input")
+        vectors, tokens = await _embed(state, req, "input", request)
         data = [{"object": "embedding", "index": i,
                  "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
                                if req.encoding_format == "base64" else v.tolist())}
@@ -113,7 +114,7 @@ def create_app(embedder, settings, model_id=None):
     async def tei_embed(request):
         req = parse_tei(parse_json(await _read_body(request, settings.max_body_bytes)),
                         embedder.dim, settings.max_client_batch_size)
-        vectors, _ = await _embed(state, req, "inputs")
+        vectors, _ = await _embed(state, req, "inputs", request)
         return JSONResponse(vectors.tolist())
 
     async def models(request):
@@ -197,7 +198,7 @@ async def _read_body(request, limit):
     return b"".join(chunks)
 
 
-async def _embed(state, req, field):
+async def _embed(state, req, field, request):
     """Vectors ``(n, dim)`` float32 and the real token count of a validated request, through the batcher.
 
     Raises:
@@ -228,12 +229,29 @@ async def _embed(state, req, field):
             if len(row) <= 2:  # [CLS] [SEP] only: invisible characters (U+200B, U+FEFF, controls) give no token
                 raise RequestError(f"{field}[{i}] has no tokens (only invisible or control characters)",
                                    param=field, index=i)
-        pooled = await state.batcher.embed(rows)
+        pooled = await _unless_disconnected(request, asyncio.ensure_future(state.batcher.embed(rows)))
         vectors = normalized(pooled) if req.normalize else np.asarray(pooled, dtype=np.float32)
         return vectors, sum(len(r) for r in rows)
     finally:
         state.pending -= 1
         metrics.queue_depth.set(state.pending)
+
+
+#: How often a queued request checks whether its client is still connected, seconds.
+DISCONNECT_POLL_S = 0.25
+
+
+async def _unless_disconnected(request, task):
+    """The result of ``task`` (a queued embedding), unless the client disconnects first: then the task is
+    cancelled, so the batcher drops the texts if they have not started, and a 499 ("client closed request",
+    nginx's code) is counted; no response can reach the client any more."""
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            raise RequestError("the client closed the connection before its answer was ready", 499)
 
 
 async def _check_embedding(state, direct=False):
