@@ -20,9 +20,9 @@ WORDS = ("protein cell membrane transport of ions regulates the expression gene 
          "trial results showed significant reduction risk mortality").split()
 
 
-def status_mb(key):
-    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MB (10^6 bytes)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_mb(key, pid="self"):
+    """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``) in MB (10^6 bytes); this process by default."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024 / 1e6
     raise KeyError(key)

@@ -37,24 +37,14 @@ import httpx
 import numpy as np
 
 from e5onnx.bench.run import environment, workload
+from rss_flat import status_mb, text  # this folder: the same random texts and /proc reader as rss_flat.py
 from e5onnx.runtime import Embedder
 from e5onnx.runtime.manifest import write_json_atomic
-
-WORDS = ("protein cell membrane transport of ions regulates the expression gene patients were randomised "
-         "trial results showed significant reduction risk mortality").split()
-
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
 
 
 def start_server(model, variant, threads, port):
@@ -170,10 +160,9 @@ def rss_over_requests(url, pid, n, seed=0):
     samples = []
     with httpx.Client(base_url=url, timeout=600) as c:
         for i in range(1, n + 1):
-            post(c, ["passage: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 128)))
-                     for _ in range(rng.randint(1, 8))])
+            post(c, [text(rng, rng.randint(1, 128)) for _ in range(rng.randint(1, 8))])
             if i % 500 == 0:
-                samples.append({"request": i, "rss_mb": round(rss_mb(pid), 1)})
+                samples.append({"request": i, "rss_mb": round(status_mb("VmRSS", pid), 1)})
                 print(samples[-1], flush=True)
     after = [s["rss_mb"] for s in samples if s["request"] >= 1000]
     return {"samples": samples, "growth_after_1000_pct": round(100 * (max(after) / after[0] - 1), 1) if after else None}
