@@ -2,7 +2,7 @@
 variables, then the defaults in :mod:`e5onnx.config`."""
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 from .. import config as C
 from ..errors import InvalidInputError
@@ -60,13 +60,6 @@ class ServerSettings:
         if not key:
             raise InvalidInputError(f"--api-key-env {self.api_key_env}: that environment variable is unset or empty")
         return key
-
-    def public(self):
-        """The settings safe to show (``/info``): everything but the API key's variable name."""
-        out = asdict(self)
-        out.pop("api_key_env")
-        out["api_key_required"] = bool(self.api_key_env)
-        return out
 
 
 _INTS = {f.name for f in fields(ServerSettings) if f.type is int}
