@@ -77,12 +77,15 @@ def measure(want, candidate, texts):
     Returns:
         dict: ``texts``, ``mean_cosine``, ``min_cosine`` (over ``texts``, batches of 32 each side) and
         ``batch_invariance_min_cosine``: the first :data:`INVARIANCE_BATCH` texts (mixed lengths) embedded
-        as one padded batch, against the first :data:`INVARIANCE_TEXTS` of them embedded alone.
+        in one real padded forward pass of :data:`INVARIANCE_BATCH` rows (the token budget raised for it, so
+        the short texts are padded to the longest), against the first :data:`INVARIANCE_TEXTS` of them
+        embedded alone.
     """
     got = candidate.embed(texts).astype(np.float64)
     cos = np.sum(want * got, axis=1)
     mixed = (texts * -(-INVARIANCE_BATCH // len(texts)))[:INVARIANCE_BATCH]  # always a full batch of 32
-    batched = candidate.embed(mixed, batch_size=INVARIANCE_BATCH).astype(np.float64)
+    one_pass = INVARIANCE_BATCH * candidate.max_length  # every text fits max_length: one pass of all 32
+    batched = candidate._embed(mixed, INVARIANCE_BATCH, True, token_budget=one_pass).astype(np.float64)
     alone = np.concatenate([candidate.embed([t]) for t in mixed[:INVARIANCE_TEXTS]]).astype(np.float64)
     worst = float(np.sum(alone * batched[:INVARIANCE_TEXTS], axis=1).min())
     return {"texts": len(texts), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),

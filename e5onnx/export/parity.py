@@ -58,12 +58,15 @@ def run_parity(embedder, ref, variant, tolerances=ParityTolerances()):
     Returns:
         dict with ``passed`` (bool), ``failures`` (list of str), ``texts`` (count), ``token_ids_equal``,
         ``token_id_mismatches`` (indices), ``max_abs_diff``, ``min_cosine``, ``mean_cosine`` (worst of the
-        batched and one-by-one runs), ``single_vs_batch_max_abs_diff`` and the ``tolerance`` applied.
+        batched run — one padded forward pass of every text — and the one-by-one runs),
+        ``single_vs_batch_max_abs_diff`` and the ``tolerance`` applied.
     """
     texts = ref.texts
     ids = embedder.tokenize(texts)
     mismatches = [i for i, (a, b) in enumerate(zip(ids, ref.token_ids)) if list(a) != b]
-    batched = embedder.embed(texts, batch_size=len(texts))
+    # One real padded forward pass of every battery text (the token budget raised for it): each short text
+    # is padded to the longest, as in the reference's padded batch.
+    batched = embedder._embed(list(texts), len(texts), True, token_budget=len(texts) * embedder.max_length)
     single = np.concatenate([embedder.embed([t]) for t in texts])
     d_b, min_b, mean_b = _compare(batched, ref.embeddings)
     d_s, min_s, mean_s = _compare(single, ref.embeddings)

@@ -109,6 +109,35 @@ def variant_file(manifest, variant):
     return manifest["variants"][variant].get("file", VARIANT_FILES[variant])
 
 
+def plan_passes(lengths, batch_size, token_budget):
+    """Pack rows into forward passes greedily: the shortest rows first, each pass filled while its padded size
+    (rows x longest row) stays within ``token_budget`` and it holds at most ``batch_size`` rows.
+
+    A row longer than ``token_budget`` runs alone. With the rows sorted by length, greedy filling gives the
+    fewest passes any split of the sorted order into runs can (a run that fits stays fitting when shortened).
+
+    Args:
+        lengths: sequence of int, the token count of each row (>= 1).
+        batch_size: most rows per pass, int >= 1.
+        token_budget: most padded tokens per pass, a number >= 1 (``math.inf`` for no limit).
+
+    Returns:
+        list of lists of int: indices into ``lengths``; each index exactly once, each pass in ascending length
+        (ties in input order), passes in ascending length order.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    passes, current = [], []
+    for i in order:
+        grown = len(current) + 1
+        if current and (grown > batch_size or grown * lengths[i] > token_budget):  # sorted: row i is the longest
+            passes.append(current)
+            current = []
+        current.append(i)
+    if current:
+        passes.append(current)
+    return passes
+
+
 class Embedder:
     """Embed texts with an exported ONNX model: tokenise → run the graph → masked mean pool → L2 normalise.
 
@@ -236,15 +265,17 @@ class Embedder:
     def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
         """Embed texts as given (no prefix added).
 
-        Texts are tokenised, sorted by length and run in batches padded to their longest text; results
-        come back in input order. A batch over :data:`~e5onnx.config.TOKEN_BUDGET` padded tokens runs in
-        several forward passes (same vectors, bounded memory). A text over :attr:`max_length` tokens is truncated to ``[CLS]``, its first
-        ``max_length - 2`` word pieces and ``[SEP]``, or refused when ``truncate=False``. An empty or
+        Texts are tokenised, sorted by length and packed greedily into forward passes of at most
+        ``batch_size`` texts and :data:`~e5onnx.config.TOKEN_BUDGET` padded tokens (texts x longest text of
+        the pass; a longer text runs alone), see :func:`plan_passes`; results come back in input order and
+        do not depend on the packing beyond float rounding. A text over :attr:`max_length` tokens is
+        truncated to ``[CLS]``, its first ``max_length - 2`` word pieces and ``[SEP]``, or refused when
+        ``truncate=False``. An empty or
         whitespace-only text is embedded as ``[CLS] [SEP]``.
 
         Args:
             texts: a ``str`` (one text) or an iterable of ``str``.
-            batch_size: texts per forward pass, a positive int.
+            batch_size: most texts per forward pass, a positive int.
             truncate: cut over-long texts (default) or refuse them.
 
         Returns:
@@ -257,8 +288,12 @@ class Embedder:
         """
         return self._embed(as_text_list(texts), batch_size, truncate)
 
-    def _embed(self, texts, batch_size, truncate):
-        """:meth:`embed` on a list already checked by :func:`as_text_list`."""
+    def _embed(self, texts, batch_size, truncate, token_budget=None):
+        """:meth:`embed` on a list already checked by :func:`as_text_list`.
+
+        ``token_budget``: most padded tokens per forward pass (default :data:`~e5onnx.config.TOKEN_BUDGET`);
+        the export's checks raise it to run a real padded pass of many mixed-length texts.
+        """
         batch_size = whole_number("batch_size", batch_size)
         truncate = flag("truncate", truncate)
         if not truncate:  # refuse before computing anything
@@ -268,7 +303,7 @@ class Embedder:
         for start in range(0, len(texts), TOKENIZE_CHUNK):
             chunk = texts[start:start + TOKENIZE_CHUNK]
             rows = self.tokenizer.encode(chunk, truncate=True, first_index=start)
-            out[start:start + len(rows)] = self._embed_rows(rows, batch_size, start)
+            out[start:start + len(rows)] = self._embed_rows(rows, batch_size, start, token_budget=token_budget)
         return out
 
     def embed_token_ids(self, rows, batch_size=DEFAULT_BATCH_SIZE, normalize=True):
@@ -304,17 +339,26 @@ class Embedder:
             return np.empty((0, self.dim), dtype=np.float32)
         return self._embed_rows([list(r) for r in rows], batch_size, 0, flag("normalize", normalize))
 
-    def _embed_rows(self, rows, batch_size, first_index, normalize=True):
-        """``(len(rows), dim)`` vectors of valid token-id rows: sorted by length, batched, split by the token
-        budget, returned in input order."""
+    def _embed_rows(self, rows, batch_size, first_index, normalize=True, token_budget=None):
+        """Vectors of valid token-id rows, packed into forward passes by :func:`plan_passes`.
+
+        Args:
+            rows: list of token-id lists (each 1 to :attr:`max_length` ids).
+            batch_size: most rows per forward pass.
+            first_index: index of ``rows[0]`` in the caller's list, for error messages.
+            normalize: L2-normalise the pooled vectors.
+            token_budget: most padded tokens per pass (default :data:`~e5onnx.config.TOKEN_BUDGET`).
+
+        Returns:
+            ``(len(rows), dim)`` float32, in input order.
+
+        Raises:
+            E5OnnxError: onnxruntime failed or the model produced non-finite values.
+        """
+        budget = TOKEN_BUDGET if token_budget is None else token_budget
         out = np.empty((len(rows), self.dim), dtype=np.float32)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            step = max(1, TOKEN_BUDGET // len(rows[idx[-1]]))  # sorted: the last row is the longest
-            for p in range(0, len(idx), step):
-                part = idx[p:p + step]
-                out[part] = self._forward([rows[i] for i in part], [first_index + i for i in part], normalize)
+        for part in plan_passes([len(r) for r in rows], batch_size, budget):
+            out[part] = self._forward([rows[i] for i in part], [first_index + i for i in part], normalize)
         return out
 
     def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
