@@ -5,6 +5,10 @@
 - :class:`FastembedContender`: fastembed pointed at the very same exported ``model.onnx``, with mean
   pooling and normalisation, and its tokenizer set to the same max length (fastembed otherwise keeps the
   truncation stored in ``tokenizer.json``, 128 for all-MiniLM-L6-v2, and its vectors would differ).
+- :class:`SentenceTransformersContender`: sentence-transformers' ONNX backend (``backend="onnx"``) on an ONNX
+  export of the same source weights made by sentence-transformers itself (:func:`prepare_sentence_transformers`):
+  its fp32 ``onnx/model.onnx`` and its own dynamic-int8 export (``export_dynamic_quantized_onnx_model``,
+  ``avx512_vnni`` config). What a user would pick instead of e5onnx for INT8 on CPU.
 
 Every contender is built with the same thread count; texts are passed as given (prefixes included).
 """
@@ -61,9 +65,89 @@ class FastembedContender:
         return np.array(list(self.model.embed(list(texts), batch_size=max(1, len(texts)))), dtype=np.float32)
 
 
+#: sentence-transformers' dynamic-int8 config (``AutoQuantizationConfig.avx512_vnni``, per-channel weights).
+ST_INT8_CONFIG = "avx512_vnni"
+#: ONNX files of a :func:`prepare_sentence_transformers` folder, per contender name.
+ST_FILES = {"st-onnx-fp32": "onnx/model.onnx", "st-onnx-int8": f"onnx/model_qint8_{ST_INT8_CONFIG}.onnx"}
+
+
+def sentence_transformers_missing():
+    """None when sentence-transformers and its ONNX backend (optimum.onnxruntime) import, else why not."""
+    try:
+        import sentence_transformers  # noqa: F401
+        from optimum.onnxruntime import ORTModelForFeatureExtraction  # noqa: F401
+        from sentence_transformers.backend import export_dynamic_quantized_onnx_model  # noqa: F401
+    except Exception as exc:  # ImportError, or a version clash raised at import
+        return f"sentence-transformers is not importable ({type(exc).__name__}: {str(exc)[:200]})"
+    return None
+
+
+def _ort_options(threads):
+    """onnxruntime session options as e5onnx's own sessions use them (intra-op ``threads``, inter-op 1,
+    sequential, spinning off), so sentence-transformers runs with the same threads and idles the same way."""
+    import onnxruntime as ort
+
+    from ..config import ORT_ALLOW_SPINNING
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_ALLOW_SPINNING else "0")
+    return options
+
+
+def prepare_sentence_transformers(source_dir, folder, threads):
+    """Export ``source_dir`` (a Hugging Face / sentence-transformers folder) with sentence-transformers' ONNX
+    backend into ``folder``: ``onnx/model.onnx`` (fp32, exported from the torch weights at load) and its
+    dynamic-int8 ``onnx/model_qint8_avx512_vnni.onnx``; returns ``folder``.
+
+    A folder without sentence-transformers modules (a plain BERT) gets sentence-transformers' default: mean
+    pooling. Needs torch (the export) and no network for a local source (set ``HF_HUB_OFFLINE=1``).
+
+    Raises:
+        whatever sentence-transformers / optimum raise when the export fails.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(source_dir), backend="onnx", device="cpu",
+                                model_kwargs={"provider": "CPUExecutionProvider"})
+    model.save_pretrained(str(folder))
+    export_dynamic_quantized_onnx_model(model, ST_INT8_CONFIG, str(folder))
+    return folder
+
+
+class SentenceTransformersContender:
+    """sentence-transformers' ``SentenceTransformer(folder, backend="onnx")`` on one ONNX file of a
+    :func:`prepare_sentence_transformers` folder; ``encode(..., normalize_embeddings=True)``.
+
+    Threads: ``torch.set_num_threads(threads)`` (its pooling runs in torch) and onnxruntime session options
+    with ``threads`` intra-op threads (:func:`_ort_options`). ``max_seq_length`` is set to the folder's max length.
+    """
+
+    def __init__(self, st_dir, name, threads, max_length):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        self.name = name
+        self.model = SentenceTransformer(str(st_dir), backend="onnx", device="cpu", model_kwargs={
+            "file_name": ST_FILES[name], "provider": "CPUExecutionProvider", "session_options": _ort_options(threads)})
+        self.model.max_seq_length = max_length
+
+    def embed(self, texts):
+        return np.asarray(self.model.encode(list(texts), batch_size=max(1, len(texts)), normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+
+
 def build(spec):
-    """A contender from a JSON-able spec: ``{"kind": "torch"|"fastembed"|"e5onnx", ...}`` (see :func:`specs`)."""
+    """A contender from a JSON-able spec: ``{"kind": "torch"|"fastembed"|"st"|"e5onnx", ...}`` (see :func:`specs`)."""
     kind = spec["kind"]
+    if kind == "st":
+        return SentenceTransformersContender(spec["st_dir"], spec["name"], spec["threads"], spec["max_length"])
     if kind == "torch":
         return TorchContender(spec["source"], spec["threads"], spec["max_length"])
     if kind == "fastembed":
@@ -71,12 +155,15 @@ def build(spec):
     return E5onnxContender(spec["model_dir"], spec["variant"], spec["threads"])
 
 
-def specs(model_dir, source, threads, max_length, dim, variants, skip=()):
-    """Specs of every contender of a run: torch (if a source is known), fastembed, then each variant."""
+def specs(model_dir, source, threads, max_length, dim, variants, skip=(), st_dir=None):
+    """Specs of every contender of a run: torch (if a source is known), fastembed, sentence-transformers fp32
+    and int8 (if ``st_dir``, a :func:`prepare_sentence_transformers` folder, is given), then each variant."""
     common = {"model_dir": str(model_dir), "threads": threads, "max_length": max_length, "dim": dim}
     out = []
     if "torch" not in skip and source:
         out.append({**common, "kind": "torch", "source": str(source)})
     if "fastembed" not in skip:
         out.append({**common, "kind": "fastembed"})
+    if "st" not in skip and st_dir:
+        out += [{**common, "kind": "st", "st_dir": str(st_dir), "name": name} for name in ST_FILES]
     return out + [{**common, "kind": "e5onnx", "variant": v} for v in variants]
