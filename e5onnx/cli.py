@@ -67,7 +67,8 @@ def _build_parser():
     p.add_argument("--passages", type=int, default=500)
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--quick", action="store_true", help="tiny workload: only checks that the harness runs")
-    p.add_argument("--skip", action="append", default=[], choices=["torch", "fastembed"])
+    p.add_argument("--skip", action="append", default=[], choices=["torch", "fastembed", "st"],
+                   help="leave a contender out (st: sentence-transformers, ONNX fp32 and int8)")
     p.add_argument("--no-quality", action="store_true", help="skip STS-B and SciFact (random-weight models)")
     p.add_argument("--no-scifact", action="store_true", help="skip SciFact nDCG@10 (~5 min per variant)")
     p.add_argument("--label", help="title of the tables and plot")

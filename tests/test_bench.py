@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from e5onnx.bench.contenders import sentence_transformers_missing
 from e5onnx.bench.run import run
 from e5onnx.cli import main
 
@@ -13,9 +14,17 @@ pytest.importorskip("fastembed", reason="fastembed (bench extra) is not installe
 def test_quick_bench_on_tiny_model(tiny_export, tmp_path):
     result = run(tiny_export, tmp_path / "out", threads=1, quick=True)
     names = {"torch-fp32", "fastembed-fp32", "e5onnx-fp32", "e5onnx-optimized", "e5onnx-int8"}
+    st = sentence_transformers_missing() is None
+    if st:
+        names |= {"st-onnx-fp32", "st-onnx-int8"}
+    else:
+        assert set(result["skipped"]) == {"st-onnx-fp32", "st-onnx-int8"}
     assert set(result["passages"]) == names and set(result["queries"]) == names
-    for name in ("fastembed-fp32", "e5onnx-fp32", "e5onnx-optimized"):
+    for name in ("fastembed-fp32", "e5onnx-fp32", "e5onnx-optimized") + (("st-onnx-fp32",) if st else ()):
         assert result["agreement"][name]["max_abs_diff"] <= 1e-5, (name, result["agreement"][name])
+    if st:
+        assert result["agreement"]["st-onnx-int8"]["min_cosine"] > 0.9
+        assert result["process"]["st-onnx-int8"]["model_mb"] < result["process"]["st-onnx-fp32"]["model_mb"]
     for per_batch in result["passages"].values():
         assert all(r["tokens_per_s"] > 0 for r in per_batch.values())
     for name, p in result["process"].items():  # measured in a fresh process per contender
@@ -26,8 +35,17 @@ def test_quick_bench_on_tiny_model(tiny_export, tmp_path):
         assert result["quality"]["e5onnx-fp32"]["min_cosine_to_reference"] > 0.99999
         assert result["quality"]["e5onnx-fp32"]["sentences"] == 128
     assert json.loads((tmp_path / "out" / "results.json").read_text())["environment"]["threads"] == 1
+    roof = result["roofline"]  # measured in the same run at the tiny model's shapes
+    assert roof["threads"] == 1 and roof["dtypes"]["int8"]["passage"]["ceiling_tokens_per_s"] > 0
+    assert set(result["vs_roofline"]) == names - {"e5onnx-bf16"}
+    assert result["vs_roofline"]["e5onnx-int8"]["dtype"] == "int8"
+    assert result["vs_roofline"]["torch-fp32"]["fraction_of_ceiling"][8] > 0
+    assert set(result["mixed"]) == {"e5onnx-fp32", "e5onnx-optimized", "e5onnx-int8"}
+    assert all(m["texts"] == 32 and m["ratio"] > 0 for m in result["mixed"].values())
     table = (tmp_path / "out" / "results.md").read_text()
     assert all(f"| {n} |" in table for n in names)
+    assert "## Targets" in table and "## Roofline" in table and "## Mixed call" in table
+    assert "| mixed call (31 queries + 1 long passage) / its parts | e5onnx-int8 |" in table
 
 
 def test_bench_cli_quick_skip_torch(tiny_export, tmp_path, capsys):

@@ -1,21 +1,29 @@
-"""``e5onnx bench``: every contender side by side in one process run (issue 3, first part: speed + agreement).
+"""``e5onnx bench``: every contender side by side in one process run.
 
-Contenders: the PyTorch reference (transformers fp32), fastembed on the same ``model.onnx``, and each
-e5onnx variant in the model folder, all with the same thread count. Writes ``results.json`` and
-``results.md`` (with the environment) to ``--out``. ``--quick`` only checks that the harness runs.
+Contenders: the PyTorch reference (transformers fp32), fastembed on the same ``model.onnx``,
+sentence-transformers' ONNX backend fp32 and its dynamic-int8 export (when sentence-transformers imports and
+a source folder is known), and each e5onnx variant in the model folder, all with the same thread count. The
+same run measures this machine's GEMM roofline at the model's shapes (:mod:`e5onnx.bench.roofline`) and a
+mixed call (31 queries + one ~420-token passage). Writes ``results.json``, ``results.md`` (with the
+environment) and ``plot.png`` to ``--out``. ``--quick`` only checks that the harness runs.
 """
 
+import shutil
+import statistics
+import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import VARIANT_FILES, VARIANTS
+from ..config import TOKEN_BUDGET, VARIANT_FILES, VARIANTS
 from ..environment import describe
 from ..runtime.manifest import read_manifest, write_json_atomic
 from . import contenders as C
+from . import roofline
 from .probe import cold_start_and_rss
 from .quality import scifact_ndcg10, stsb_per_contender
-from .report import plot, targets
-from .speed import agreement, measure_passages, measure_queries
+from .report import mixed_markdown, plot, roofline_markdown, targets_markdown, vs_roofline
+from .speed import agreement, measure_mixed, measure_passages, measure_queries
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SCIFACT = SHARED_DATA / "scifact"
@@ -36,9 +44,35 @@ def workload(n_passages, n_queries, folder=SCIFACT):
     return passages, [f"query: what regulates ion transport {i}" for i in range(n_queries)], "synthetic"
 
 
+#: The mixed call of issue 9: this many queries and one passage of about :data:`MIXED_PASSAGE_TOKENS` tokens.
+MIXED_QUERIES = 31
+MIXED_PASSAGE_TOKENS = 420
+
+
+def long_passage(tokenize, target=MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400):
+    """``(text, tokens)``: the SciFact passage (``passage: `` + title + text) among the first ``scan`` whose
+    token count (``tokenize(list) -> id lists``) is closest to ``target``; a synthetic one without SciFact."""
+    if (folder / "queries.test.jsonl").is_file():
+        from .quality import read_scifact
+
+        docs = ["passage: " + d for d in read_scifact(folder)[1][:scan]]
+    else:
+        words = "the cell membrane regulates transport of ions and small molecules across the lipid bilayer".split()
+        docs = ["passage: " + " ".join(words[j % len(words)] for j in range(n)) for n in range(50, 600, 10)]
+    lengths = [len(ids) for ids in tokenize(docs)]
+    best = min(range(len(docs)), key=lambda i: abs(lengths[i] - target))
+    return docs[best], lengths[best]
+
+
+def mixed_queries(queries, n=MIXED_QUERIES):
+    """``n`` queries for the mixed call: the workload's first ``n``, cycled when it has fewer."""
+    return [queries[i % len(queries)] for i in range(n)] if queries else []
+
+
 def environment(threads):
     """The machine and library versions of a benchmark run, with its thread count and date."""
-    names = ("e5onnx", "onnxruntime", "openvino", "torch", "transformers", "fastembed", "tokenizers", "numpy")
+    names = ("e5onnx", "onnxruntime", "openvino", "torch", "transformers", "fastembed", "sentence-transformers",
+             "optimum", "tokenizers", "numpy")
     return {**describe(names), "threads": threads, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -47,6 +81,8 @@ def model_size_mb(spec, manifest):
     if spec["kind"] == "torch":
         weights = manifest.get("source", {}).get("weights", {})
         return sum(w["size"] for w in weights.values()) / 1e6 if weights else None
+    if spec["kind"] == "st":
+        return (Path(spec["st_dir"]) / C.ST_FILES[spec["name"]]).stat().st_size / 1e6
     name = VARIANT_FILES.get(spec.get("variant", "fp32"))
     return manifest["files"][name]["size"] / 1e6
 
@@ -77,13 +113,9 @@ def markdown(result):
                   "| contender | nDCG@10 | seconds |", "|---|---|---|"]
         for name, r in result["scifact"].items():
             lines.append(f"| {name} | {r['ndcg_at_10']:.2f} | {r['seconds']:.0f} |")
-    rows = targets(result)
-    if rows:
-        lines += ["", "## Issue 3 targets (ratios to fastembed-fp32 from this run)", "",
-                  "| target | contender | value | limit | met |", "|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['target']} | {r['contender']} | {r['value']:.2f} | {r['limit']:g} | "
-                         f"{'yes' if r['met'] else 'NO'} |")
+    lines += roofline_markdown(result) + mixed_markdown(result) + targets_markdown(result)
+    if result.get("skipped"):
+        lines += ["", "Not in this run: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items())]
     if result.get("quality"):
         q0 = next(iter(result["quality"].values()))
         lines += ["", f"## Quality on STS-B test ({q0['sentences']} sentences, batch 32)", "",
@@ -99,6 +131,7 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
     """Run the benchmark; write ``out/results.json``, ``out/results.md`` and ``out/plot.png``; return the result.
 
     Args:
+        skip: contenders to leave out: ``"torch"``, ``"fastembed"``, ``"st"`` (sentence-transformers).
         quality: measure STS-B per contender (skip for random-weight models).
         scifact: measure SciFact nDCG@10 per e5onnx variant (full corpus; ~5 min per variant on 2 cores).
         label: a title for the table and plot (default: the folder path).
@@ -108,30 +141,76 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
     manifest = read_manifest(model_dir)
     if source is None:
         source = manifest.get("source", {}).get("path")
+    st_tmp, skipped = _sentence_transformers_folder(source, skip, threads)
+    try:
+        result = _measure(model_dir, manifest, source, threads, repeats, passages, queries, batch_sizes, quick,
+                          skip, quality, scifact, label, st_tmp, skipped)
+    finally:
+        if st_tmp:
+            shutil.rmtree(st_tmp, ignore_errors=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", result)
+    (out / "results.md").write_text(markdown(result), encoding="utf-8")
+    plot(result, out / "plot.png")
+    return result
+
+
+def _sentence_transformers_folder(source, skip, threads):
+    """``(folder or None, {contender: reason skipped})``: sentence-transformers' own ONNX export of ``source``
+    in a temporary folder (the caller removes it), or why there is none (the reason is also printed)."""
+    if "st" in skip:
+        return None, {}
+    reason = C.sentence_transformers_missing()
+    if reason is None and not source:
+        reason = "no source folder to export from (pass --source)"
+    folder = None
+    if reason is None:
+        folder = Path(tempfile.mkdtemp(prefix="e5onnx-bench-st-"))
+        try:
+            C.prepare_sentence_transformers(source, folder, threads)
+        except Exception as exc:  # an export failure should not cost the rest of the run
+            shutil.rmtree(folder, ignore_errors=True)
+            folder, reason = None, f"its ONNX export failed ({type(exc).__name__}: {str(exc)[:200]})"
+    if reason:
+        print(f"e5onnx bench: skipping the sentence-transformers contenders: {reason}", file=sys.stderr)
+        return None, {name: reason for name in C.ST_FILES}
+    return folder, {}
+
+
+def _measure(model_dir, manifest, source, threads, repeats, passages, queries, batch_sizes, quick, skip, quality,
+             scifact, label, st_dir, skipped):
+    """Build the contenders and measure everything (see :func:`run`); returns the result dict."""
+    from ..runtime.embedder import choose_variant
+
     texts, qs, name = workload(passages, queries)
     variants = [v for v in VARIANTS if v in manifest["variants"]]
-    all_specs = C.specs(model_dir, source, threads, manifest["max_length"], manifest["embedding_dim"], variants, skip)
+    all_specs = C.specs(model_dir, source, threads, manifest["max_length"], manifest["embedding_dim"], variants, skip,
+                        st_dir=st_dir)
     cs = [C.build(s) for s in all_specs]
-    ours = next(c for c in cs if c.name.startswith("e5onnx"))
-    tokens = sum(len(ids) for ids in ours.embedder.tokenize(texts))
+    ours = [c for c in cs if c.name.startswith("e5onnx")]
+    tokens = sum(len(ids) for ids in ours[0].embedder.tokenize(texts))
+    query_tokens = round(statistics.median(len(ids) for ids in ours[0].embedder.tokenize(qs)))
+    passage, passage_tokens = long_passage(ours[0].embedder.tokenize)
     reference = "torch-fp32" if any(c.name == "torch-fp32" for c in cs) else cs[0].name
     result = {
         "model": str(model_dir), "label": label, "workload": f"{name}: {len(texts)} passages ({tokens} tokens), {len(qs)} queries",
-        "repeats": repeats, "environment": environment(threads),
+        "repeats": repeats, "environment": environment(threads), "skipped": skipped,
+        "auto_variant": choose_variant(manifest, "auto"),
+        "roofline": roofline.measure(threads, **roofline.shape_from_config(model_dir), passage_m=TOKEN_BUDGET,
+                                     query_m=query_tokens, min_seconds=0.05 if quick else 0.5),
         "agreement": agreement(cs, texts[:64], reference),
         "passages": measure_passages(cs, texts, tokens, batch_sizes, repeats),
         "queries": measure_queries(cs, qs, repeats),
+        "mixed_passage_tokens": passage_tokens,
+        "mixed": measure_mixed(ours, mixed_queries(qs), passage, max(5, 3 * repeats)),
         "quality": (stsb_per_contender(cs, STSB, reference, pairs=64 if quick else None)
                     if quality and STSB.is_file() else {}),
         "scifact": _scifact(cs) if quality and scifact and (SCIFACT / "queries.test.jsonl").is_file() else {},
         "process": {c.name: {**cold_start_and_rss(s, texts[:128]), "model_mb": model_size_mb(s, manifest)}
                     for c, s in zip(cs, all_specs)},
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", result)
-    (out / "results.md").write_text(markdown(result), encoding="utf-8")
-    plot(result, out / "plot.png")
+    result["vs_roofline"] = vs_roofline(result)
     return result
 
 

@@ -78,3 +78,35 @@ def agreement(contenders, texts, reference_name):
     return {name: {"mean_cosine": float(np.mean(np.sum(v * ref, axis=1))),
                    "min_cosine": float(np.min(np.sum(v * ref, axis=1))),
                    "max_abs_diff": float(np.abs(v - ref).max())} for name, v in vectors.items()}
+
+
+def measure_mixed(contenders, queries, passage, repeats):
+    """A mixed call against its parts, per contender: ``embed(queries + [passage])`` in one call vs
+    ``embed(queries)`` then ``embed([passage])`` (issue 9: 31 SciFact queries + one ~420-token passage).
+
+    Interleaved per repeat (mixed, parts, mixed, parts, ...) after one untimed warm-up of each; the ratio is
+    median mixed seconds / median parts seconds (≤ 1 means packing loses nothing by mixing lengths).
+
+    Returns:
+        ``{name: {"mixed_ms", "parts_ms", "ratio", "texts", "repeats"}}`` (medians in ms).
+    """
+    mixed_texts = list(queries) + [passage]
+    out = {}
+    for c in contenders:
+        c.embed(mixed_texts)
+        c.embed(list(queries))
+        c.embed([passage])
+        mixed, parts = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            c.embed(mixed_texts)
+            t1 = time.perf_counter()
+            c.embed(list(queries))
+            c.embed([passage])
+            t2 = time.perf_counter()
+            mixed.append(t1 - t0)
+            parts.append(t2 - t1)
+        m, p = statistics.median(mixed), statistics.median(parts)
+        out[c.name] = {"mixed_ms": 1000 * m, "parts_ms": 1000 * p, "ratio": m / p, "texts": len(mixed_texts),
+                       "repeats": repeats}
+    return out
