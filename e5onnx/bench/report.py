@@ -86,7 +86,7 @@ def targets(result, batch=TARGET_BATCH):
         add(f"int8: passage tokens/s vs fastembed (batch {batch})", name, tps and tps / peer_tps, 1.8, source="issue 3")
         name, tps = _best(result, ("e5onnx-fp32",), batch)
         add(f"fp32: passage tokens/s vs fastembed (batch {batch})", name, tps and tps / peer_tps, 1.1, source="issue 3")
-    roof = result.get("vs_roofline") or vs_roofline(result)
+    roof = vs_roofline(result)  # recomputed: int batch keys also for a result read back from JSON
     if "e5onnx-int8" in roof:
         add(f"int8: passage tokens/s as a fraction of the int8 ceiling (batch {batch})", "e5onnx-int8",
             roof["e5onnx-int8"]["fraction_of_ceiling"].get(batch), 0.60)
@@ -145,7 +145,7 @@ def roofline_markdown(result):
             lines.append(f"| {dtype} | {e['op']} | {m} | {r['attention']:.0f} | {r['ffn_in']:.0f} | {r['ffn_out']:.0f} | "
                          f"{e[where]['ceiling_tokens_per_s']:.0f} | {f'{floor:.2f}' if floor else '-'} |")
     lines += [f"- {n}" for n in roof.get("notes", [])]
-    fractions = result.get("vs_roofline") or vs_roofline(result)
+    fractions = vs_roofline(result)
     if fractions:
         batches = sorted(next(iter(fractions.values()))["fraction_of_ceiling"])
         lines += ["", "Each contender against its dtype's ceiling (passage tokens/s ÷ ceiling) and floor "
