@@ -104,12 +104,15 @@ def judge(figures, tolerances):
 
 
 def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tolerances, threads=None,
-               calibration=None):
-    """Write the INT8 variant ``dst`` from ``fp32_path``, meeting the gate or raising.
+               calibration=None, source_path=None):
+    """Write the INT8 variant ``dst`` from ``source_path`` (the fused fp32 graph), meeting the gate or raising.
 
     Args:
-        fp32_path: the fp32 ``model.onnx``.
+        fp32_path: the fp32 ``model.onnx``: the reference the gate measures against.
         dst: output ``.onnx`` path.
+        source_path: the fp32 graph to quantise: onnxruntime's fused BERT graph (O2, ``Attention`` /
+            ``SkipLayerNormalization`` / ``BiasGelu``), same vectors as ``fp32_path`` within 1e-5 (default:
+            ``fp32_path`` itself, unfused).
         tokenizer_path: ``tokenizer.json``.
         max_length, pad_token_id: as the export's.
         tolerances: :class:`~e5onnx.config.ParityTolerances` (``int8_*`` fields are the gate).
@@ -131,14 +134,16 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
     batches = [reference.tokenizer.pad(rows[i:i + CALIBRATION_BATCH], np.int64)
                for i in range(0, len(rows), CALIBRATION_BATCH)]
     kind = cpu_kind()
-    weight_max = 63 if int8_saturates(kind) else 127
-    ranges, samples = int8.activation_ranges(fp32_path, batches)
-    errors = int8.sensitivity(fp32_path, ranges, samples, weight_max=weight_max)
+    unsigned = int8_saturates(kind)  # 8-bit weights stored as uint8: the U8U8 kernels do not saturate
+    source_path = fp32_path if source_path is None else source_path
+    ranges, samples = int8.activation_ranges(source_path, batches)
+    alphas = int8.choose_alphas(source_path, ranges, samples)
+    errors = int8.sensitivity(source_path, ranges, samples, alpha=alphas)
     limit = int(len(errors) * MAX_KEPT_FRACTION)
     want = reference.embed(valid).astype(np.float64)
     keep, attempts = [], []
     while True:
-        settings = int8.quantize(fp32_path, dst, ranges, weight_max=weight_max, keep=keep)
+        settings = int8.quantize(source_path, dst, ranges, alpha=alphas, keep=keep, unsigned_weights=unsigned)
         candidate = Embedder(dst, tokenizer_path, max_length=max_length, threads=threads, pad_token_id=pad_token_id,
                              variant="int8")
         figures = measure(want, candidate, valid)
