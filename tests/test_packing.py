@@ -139,3 +139,10 @@ def test_parity_battery_checks_one_real_padded_pass(tiny_fp32, monkeypatch):
     assert shapes[0] == (len(Ref.texts), max(lengths)) and max(lengths) == tiny_fp32.max_length
     assert shapes[1:] == [(1, n) for n in lengths]  # then each text alone
     assert result["passed"] and result["single_vs_batch_max_abs_diff"] < 1e-6
+
+
+def test_one_text_path_tokenises_like_the_batch_path(tiny_fp32):
+    """A lone text is encoded without encode_batch (latency path, issue 9 part 3): same ids, truncation too."""
+    for text in ["", "query: what is paris", "passage: " + "paris city " * 200, "x" * 20000 + " the end"]:
+        assert tiny_fp32.tokenize([text]) == tiny_fp32.tokenize([text, "hello"])[:1]
+    assert len(tiny_fp32.tokenize(["passage: " + "paris city " * 200])[0]) == tiny_fp32.max_length

@@ -82,7 +82,10 @@ class TextTokenizer:
         tok = self._truncating if truncate else self._full
         if truncate:
             texts = [self._head(t) for t in texts]
-        ids = [enc.ids for enc in tok.encode_batch(texts, add_special_tokens=True)]
+        if len(texts) == 1:  # one text: encode directly, no batch (thread pool) round trip
+            ids = [tok.encode(texts[0], add_special_tokens=True).ids]
+        else:
+            ids = [enc.ids for enc in tok.encode_batch(texts, add_special_tokens=True)]
         if truncate:
             for i, text in enumerate(texts):
                 if isinstance(text, _Head) and len(ids[i]) < self.max_length:  # the head was too short
