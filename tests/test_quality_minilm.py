@@ -4,9 +4,9 @@ and the INT8 and bf16 variants pass issue 3's quality gate.
 Published (MTEB STSBenchmark test, cosine Spearman ×100): 82.03 (shared/data/reference_scores). The fp32
 export run through the torch-free Embedder must land within ±0.02 of it.
 
-INT8 quality gate, against fp32 over the 2758 STS-B test sentences: mean cosine ≥ 0.997, min ≥ 0.985,
-Spearman ≥ fp32 − 0.2; batch invariance: a sentence alone vs inside a batch of 32 mixed-length sentences,
-cosine ≥ 0.9999. SciFact nDCG@10 ≥ fp32 − 0.5 takes ~10 minutes on 2 cores: set E5ONNX_SLOW_TESTS=1 (the
+INT8 quality gate (issue 9's, raised), against fp32 over the 2758 STS-B test sentences: mean cosine ≥ 0.999,
+min ≥ 0.995, Spearman ≥ fp32 − 0.1; batch invariance: a sentence alone vs inside one real padded pass of 32
+mixed-length sentences, cosine ≥ 0.9999. SciFact nDCG@10 ≥ fp32 − 0.5 takes ~10 minutes on 2 cores: set E5ONNX_SLOW_TESTS=1 (the
 benchmark run in benchmarks/results/ records it).
 """
 
@@ -74,20 +74,30 @@ def test_stsb_fp32_reproduces_published_score(spearman):
 
 
 def test_int8_quality_gate_on_stsb(stsb):
+    """Issue 9's raised gate. Measured on an AVX2 CPU (uint8/127 weights chosen by the gate): 0.999014 / 0.995210,
+    Spearman 82.02 vs 82.03."""
     cos = _cosines(stsb, "int8")
-    assert cos.mean() >= 0.997 and cos.min() >= 0.985, (cos.mean(), cos.min())  # measured 0.9982 / 0.9904
-    assert stsb["spearman"]["int8"] >= stsb["spearman"]["fp32"] - 0.2, stsb["spearman"]  # 81.94 vs 82.03
+    assert cos.mean() >= 0.999 and cos.min() >= 0.995, (cos.mean(), cos.min())
+    assert stsb["spearman"]["int8"] >= stsb["spearman"]["fp32"] - 0.1, stsb["spearman"]
 
 
-def test_int8_batch_invariance_on_stsb(minilm_export, stsb):
+def test_int8_batch_invariance_in_a_real_32_row_pass(minilm_export, stsb):
+    """A sentence alone vs inside one padded forward pass of 32 mixed-length sentences (the pass shape is
+    asserted: the token budget is raised so that greedy packing cannot split it)."""
     e = Embedder.load(minilm_export, variant="int8")
+    shapes, run = [], e.encoder.run
+    e.encoder.run = lambda ids, mask: shapes.append(ids.shape) or run(ids, mask)
     sentences = stsb["sentences"]
     rng = np.random.default_rng(0)
     for start in (0, 500, 1500):
         batch = [sentences[i] for i in rng.choice(len(sentences), 32, replace=False)]  # mixed lengths
         batch[0] = sentences[start]
+        shapes.clear()
+        together = e._embed(batch, 32, True, token_budget=32 * e.max_length)
+        longest = max(len(r) for r in e.tokenize(batch))
+        assert shapes == [(32, longest)] and longest > 2 * min(len(r) for r in e.tokenize(batch))
         alone = e.embed([sentences[start]])[0]
-        assert float(alone @ e.embed(batch, batch_size=32)[0]) >= 0.9999
+        assert float(alone @ together[0]) >= 0.9999
 
 
 @pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (pip install 'e5onnx[openvino]')")

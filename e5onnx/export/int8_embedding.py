@@ -1,0 +1,112 @@
+"""An INT8 word-embedding table for the INT8 variant: the fused ``EmbedLayerNormalization`` becomes
+``com.microsoft.GatherBlockQuantized`` (uint8 rows, one scale per block of 128 values) + token-type ``Gather`` +
+``SkipLayerNormalization`` with the position table as its (broadcast) skip, and the 1-D mask index as
+``ReduceSum`` of the attention mask (what EmbedLayerNormalization computes for right-padded masks).
+
+e5-small's fp32 word table is 30522 × 384 × 4 bytes = 47 MB of the INT8 process; as uint8 it is 11.7 MB plus
+0.4 MB of scales. Each block ``b`` of a row is quantised symmetrically: ``scale = max |e_b| / 127``,
+``q = round(e_b / scale) + 128`` (zero point 128). The lookup dequantises only the rows it gathers.
+"""
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from ..errors import ExportError
+
+_MS = "com.microsoft"
+#: Largest block (values per scale) tried; GatherBlockQuantized needs a power of two of at least 16.
+MAX_BLOCK = 128
+
+
+def block_size(dim):
+    """The largest power of two from 16 to :data:`MAX_BLOCK` that divides ``dim``, or None."""
+    size = MAX_BLOCK
+    while size >= 16:
+        if dim % size == 0:
+            return size
+        size //= 2
+    return None
+
+
+def quantize_table(table, block):
+    """``(q (V, D) uint8, scales (V, D // block) float32, zero points (V, D // block) uint8)`` of a float table."""
+    v, d = table.shape
+    blocks = table.reshape(v, d // block, block)
+    scales = np.maximum(np.abs(blocks).max(axis=-1), 1e-12) / 127
+    q = np.clip(np.rint(blocks / scales[..., None]), -127, 127).astype(np.int16) + 128
+    return q.reshape(v, d).astype(np.uint8), scales.astype(np.float32), np.full(scales.shape, 128, np.uint8)
+
+
+def dequantize_table(q, scales, block):
+    """The float table that :func:`quantize_table`'s output stands for, ``(V, D)`` float32 (for tests)."""
+    v, d = q.shape
+    return ((q.reshape(v, d // block, block).astype(np.float32) - 128) * scales[..., None]).reshape(v, d)
+
+
+def replace_embed_layer_norm(graph, opset, add_constant):
+    """Rewrite every ``EmbedLayerNormalization`` of ``graph`` in place as the module doc says.
+
+    Args:
+        graph: the fused graph (onnx ``GraphProto``), its initializers still float.
+        opset: its default-domain opset (15 or more: ``Shape`` with ``start``/``end``).
+        add_constant: ``(name, array) -> name``, registers a new initializer.
+
+    Returns:
+        dict for the manifest (``word_embedding``: storage, block, bytes before/after), or None when the
+        graph has no such node.
+
+    Raises:
+        ExportError: the node has position ids, no mask, or a width no block size divides; or opset < 15.
+    """
+    inits = {i.name: i for i in graph.initializer}
+    found = [n for n in graph.node if n.op_type == "EmbedLayerNormalization"]
+    if not found:
+        return None
+    if opset < 15:
+        raise ExportError(f"the INT8 word-embedding table needs opset 15 or more (this graph: {opset})")
+    record = None
+    for node in found:
+        replacement, record = _replacement(node, inits, add_constant)
+        at = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, new in enumerate(replacement):
+            graph.node.insert(at + offset, new)
+    return record
+
+
+def _replacement(node, inits, add_constant):
+    ids, types, word, pos, type_table, gamma, beta, mask = (list(node.input) + [""] * 8)[:8]
+    if len(node.input) > 8 and node.input[8] or not mask or word not in inits or pos not in inits:
+        raise ExportError(f"EmbedLayerNormalization {node.name!r} has position ids, no mask or non-constant "
+                          "tables: cannot give it an INT8 word table")
+    table = numpy_helper.to_array(inits[word]).astype(np.float32)
+    block = block_size(table.shape[1])
+    if block is None:
+        raise ExportError(f"no block size from 16 to {MAX_BLOCK} divides the embedding width {table.shape[1]}")
+    q, scales, zero_points = quantize_table(table, block)
+    p = f"q8/{node.name}/"
+    eps = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
+    summed = p + "word"
+    nodes = [helper.make_node("GatherBlockQuantized", [add_constant(p + "word_q", q), ids,
+                                                       add_constant(p + "word_scales", scales),
+                                                       add_constant(p + "word_zero_points", zero_points)],
+                              [p + "word"], name=p + "GatherBlockQuantized", domain=_MS, gather_axis=0,
+                              quantize_axis=1, block_size=block, bits=8)]
+    if types and type_table:
+        nodes += [helper.make_node("Gather", [type_table, types], [p + "type"], name=p + "Gather_type"),
+                  helper.make_node("Add", [p + "word", p + "type"], [p + "word_type"], name=p + "Add_type")]
+        summed = p + "word_type"
+    nodes += [
+        helper.make_node("Shape", [ids], [p + "seq"], name=p + "Shape", start=1, end=2),
+        helper.make_node("Slice", [pos, add_constant(p + "zero", np.array([0], np.int64)), p + "seq",
+                                   add_constant(p + "axis0", np.array([0], np.int64))], [p + "pos"], name=p + "Slice"),
+        helper.make_node("SkipLayerNormalization", [summed, p + "pos", gamma, beta], [node.output[0]],
+                         name=p + "SkipLayerNormalization", domain=_MS, epsilon=eps),
+    ]
+    if len(node.output) > 1 and node.output[1]:
+        nodes.append(helper.make_node("ReduceSum", [mask, add_constant(p + "axis1", np.array([1], np.int64))],
+                                      [node.output[1]], name=p + "ReduceSum_mask", keepdims=0))
+    record = {"storage": "uint8, zero point 128, one float32 scale per block", "block": block,
+              "op": "com.microsoft.GatherBlockQuantized", "fp32_bytes": int(table.nbytes),
+              "int8_bytes": int(q.nbytes + scales.nbytes + zero_points.nbytes)}
+    return nodes, record
