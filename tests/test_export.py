@@ -75,9 +75,14 @@ def test_manifest_records_what_was_done(tiny_export, tiny_bert_dir):
     assert m["pooling"] == "mean" and m["normalization"] == "l2"
     assert m["prefixes"] == {"query": "query: ", "passage": "passage: "}
     q = m["variants"]["int8"]["quantization"]
-    assert q["name"] == "smoothquant-per-token" and q["smoothquant_alpha"] == 0.5 \
-        and q["weight_range"] == ([-63, 63] if int8_saturates(cpu_kind()) else [-127, 127])
-    assert len(q["matmuls_quantized"]) == 2 * 6 and q["matmuls_kept_fp32"] == []  # 2 layers x (q, k, v, o, ffn in/out)
+    assert q["name"] == "smoothquant-per-token-fused" and q["source_graph"].endswith("(O2)")
+    alphas = q["smoothquant_alpha"]  # one α per GEMM input, from the grid
+    assert len(alphas) == 2 * 4 and set(alphas.values()) <= set(int8.ALPHA_GRID)
+    tried = [a["form"] for a in q["gate"]["attempts"]]
+    assert tried[0] == ("int8/63" if int8_saturates(cpu_kind()) else "int8/127")  # the fastest form first
+    assert q["weight_range"] == [-int(tried[-1].split("/")[1]), int(tried[-1].split("/")[1])]
+    # 2 layers x (fused Attention's packed q/k/v, o, ffn in, ffn out)
+    assert len(q["matmuls_quantized"]) == 2 * 4 and q["matmuls_kept_fp32"] == []
     assert q["gate"]["passed"] and q["gate"]["tolerance"]["batch_invariance_min_cosine"] == 0.9999
     assert m["variants"]["optimized"]["optimization"]["level"] == "O2"
     env = m["environment"]
