@@ -80,7 +80,8 @@ def test_manifest_records_what_was_done(tiny_export, tiny_bert_dir):
     assert len(alphas) == 2 * 4 and set(alphas.values()) <= set(int8.ALPHA_GRID)
     tried = [a["form"] for a in q["gate"]["attempts"]]
     assert tried[0] == ("int8/63" if int8_saturates(cpu_kind()) else "int8/127")  # the fastest form first
-    assert q["weight_range"] == [-int(tried[-1].split("/")[1]), int(tried[-1].split("/")[1])]
+    levels = int(tried[-1].split("/")[1])
+    assert q["weight_form"] == tried[-1] and q["weight_range"] == [-levels, levels]
     # 2 layers x (fused Attention's packed q/k/v, o, ffn in, ffn out)
     assert len(q["matmuls_quantized"]) == 2 * 4 and q["matmuls_kept_fp32"] == []
     assert q["gate"]["passed"] and q["gate"]["tolerance"]["batch_invariance_min_cosine"] == 0.9999

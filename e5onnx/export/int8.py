@@ -67,7 +67,8 @@ RECIPE = {
               "SkipLayerNormalization, BiasGelu)",
     "smoothquant_alpha": SMOOTHQUANT_ALPHA,
     "activations": "dynamic, per token: scale max|x| per row (GELU outputs: max(x + 0.17) per row, unsigned)",
-    "weights": "static, per output channel, symmetric int8",
+    "weights": "static, per output channel, symmetric, 127 or 63 levels (weight_range), stored as int8 or as "
+               "uint8 with zero point 128 (weight_storage)",
     "op_types_quantized": ["MatMul with a constant weight", "com.microsoft.Attention (packed Q/K/V projection)"],
     "source": "Xiao et al. 2023, SmoothQuant, arXiv:2211.10438",
 }

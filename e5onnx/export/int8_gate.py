@@ -181,7 +181,7 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
             f"(calibration: {source}): " + "; ".join(failures)
             + ". Loosen the gate (--int8-* options), supply --calibration text like yours, or export without --quantize"
         )
-    return {**settings, "cpu_kind": kind, "cpu": cpu_info(),
+    return {**settings, "weight_form": form_name(form), "cpu_kind": kind, "cpu": cpu_info(),
             "calibration": {"source": source, "calibration_texts": len(calib), "validation_texts": len(valid),
                             "calibration_tokens": int(sum(len(r) for r in rows))},
             "sensitivity": {k: round(v, 6) for k, v in errors.items()},
