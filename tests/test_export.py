@@ -8,7 +8,7 @@ import pytest
 from e5onnx.cli import main
 from e5onnx.config import MANIFEST_FILE, ParityTolerances
 from e5onnx.errors import ExportError, ParityError
-from e5onnx.export import export_model, graph, int8
+from e5onnx.export import export_model, graph, int8, int8_graph
 from e5onnx.runtime.cpu import cpu_kind, int8_saturates
 
 
@@ -30,7 +30,7 @@ def test_failure_mid_way_leaves_nothing(tmp_path, tiny_bert_dir, monkeypatch):
         Path(dst).write_bytes(b"half a model")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(int8, "quantize", boom)
+    monkeypatch.setattr(int8_graph, "quantize", boom)
     out = tmp_path / "model"
     with pytest.raises(ExportError, match="disk full"):
         export_model(str(tiny_bert_dir), out, quantize="int8", max_length=128)

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from e5onnx.config import MANIFEST_FILE, ParityTolerances
 from e5onnx.errors import ExportError
-from e5onnx.export import export_model, int8, int8_gate
+from e5onnx.export import export_model, int8, int8_gate, int8_graph
 from e5onnx.runtime import Embedder
 from e5onnx.runtime.cpu import cpu_kind, int8_saturates
 from e5onnx.runtime.embedder import choose_variant
@@ -62,7 +62,7 @@ def test_graph_computes_the_recipe(tmp_path, opset, weight_max, unsigned, gelu):
     _one_matmul(tmp_path / "f.onnx", w, b, opset, gelu)
     h = _gelu(x) if gelu else x  # what the MatMul reads
     ranges = {"h" if gelu else "x": np.abs(h).max(axis=(0, 1))}
-    settings = int8.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", ranges, weight_max=weight_max,
+    settings = int8_graph.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", ranges, weight_max=weight_max,
                              unsigned_weights=unsigned)
     assert settings["matmuls_quantized"] == ["/layer/dense/MatMul"] and settings["reduce_range"] == (weight_max < 127)
     got = _run(tmp_path / "q.onnx", x)
@@ -90,7 +90,7 @@ def test_each_token_is_quantised_alone(tmp_path):
     w = rng.normal(0, 0.1, (32, 16)).astype(np.float32)
     _one_matmul(tmp_path / "f.onnx", w, np.zeros(16, np.float32))
     x = rng.normal(0, 1, (4, 5, 32)).astype(np.float32)
-    int8.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {"x": np.abs(x).max(axis=(0, 1))})
+    int8_graph.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {"x": np.abs(x).max(axis=(0, 1))})
     alone = _run(tmp_path / "q.onnx", x[:1, :2])
     mates = x.copy()
     mates[1:] *= 100  # loud batch-mates would change a per-tensor scale
@@ -100,14 +100,14 @@ def test_each_token_is_quantised_alone(tmp_path):
 def test_keep_and_unknown_names(tmp_path):
     w = np.eye(8, dtype=np.float32)
     _one_matmul(tmp_path / "f.onnx", w, np.zeros(8, np.float32))
-    settings = int8.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {"x": np.ones(8, np.float32)},
+    settings = int8_graph.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {"x": np.ones(8, np.float32)},
                              keep=["/layer/dense/MatMul"])
     assert settings["matmuls_kept_fp32"] == ["/layer/dense/MatMul"] and settings["matmuls_quantized"] == []
     assert [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node] == ["MatMul", "Add"]
     with pytest.raises(ExportError, match="not weight MatMuls"):
-        int8.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {}, keep=["nope"])
+        int8_graph.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {}, keep=["nope"])
     with pytest.raises(ExportError, match="no calibration range"):
-        int8.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {})
+        int8_graph.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", {})
 
 
 def test_cpu_kind_rules():
@@ -242,7 +242,7 @@ def test_fused_attention_becomes_int8_gemm_and_multihead_attention(tmp_path):
     a = _numpy_attention(x @ w + bias, lengths, heads)
     np.testing.assert_allclose(session.run(None, {"x": x, "mask_index": lengths})[0], a @ wo + bo, atol=1e-5)
     ranges = {"x": np.abs(x).max(axis=(0, 1)), "a": np.abs(a).max(axis=(0, 1))}
-    settings = int8.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", ranges, unsigned_weights=True)
+    settings = int8_graph.quantize(tmp_path / "f.onnx", tmp_path / "q.onnx", ranges, unsigned_weights=True)
     assert settings["matmuls_quantized"] == ["Attention_0", "/attention/output/dense/MatMul"]
     model = onnx.load(str(tmp_path / "q.onnx"))
     ops = [n.op_type for n in model.graph.node]

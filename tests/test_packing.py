@@ -11,7 +11,7 @@ from e5onnx.export import int8_gate
 from e5onnx.export.battery import battery
 from e5onnx.export.parity import run_parity
 from e5onnx.runtime import Embedder
-from e5onnx.runtime.embedder import plan_passes
+from e5onnx.runtime.packing import plan_passes
 
 
 def spy_shapes(monkeypatch, embedder):

@@ -93,7 +93,7 @@ def test_int8_batch_invariance_in_a_real_32_row_pass(minilm_export, stsb):
         batch = [sentences[i] for i in rng.choice(len(sentences), 32, replace=False)]  # mixed lengths
         batch[0] = sentences[start]
         shapes.clear()
-        together = e._embed(batch, 32, True, token_budget=32 * e.max_length)
+        together = e.embed(batch, batch_size=32, token_budget=32 * e.max_length)
         longest = max(len(r) for r in e.tokenize(batch))
         assert shapes == [(32, longest)] and longest > 2 * min(len(r) for r in e.tokenize(batch))
         alone = e.embed([sentences[start]])[0]

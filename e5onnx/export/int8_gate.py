@@ -22,7 +22,7 @@ from ..errors import ExportError
 from ..runtime.cpu import cpu_info, cpu_kind, int8_saturates
 from ..runtime.embedder import Embedder
 from ..runtime.texts import read_texts
-from . import int8
+from . import int8, int8_graph
 
 log = logging.getLogger("e5onnx.export")
 
@@ -85,7 +85,7 @@ def measure(want, candidate, texts):
     cos = np.sum(want * got, axis=1)
     mixed = (texts * -(-INVARIANCE_BATCH // len(texts)))[:INVARIANCE_BATCH]  # always a full batch of 32
     one_pass = INVARIANCE_BATCH * candidate.max_length  # every text fits max_length: one pass of all 32
-    batched = candidate._embed(mixed, INVARIANCE_BATCH, True, token_budget=one_pass).astype(np.float64)
+    batched = candidate.embed(mixed, batch_size=INVARIANCE_BATCH, token_budget=one_pass).astype(np.float64)
     alone = np.concatenate([candidate.embed([t]) for t in mixed[:INVARIANCE_TEXTS]]).astype(np.float64)
     worst = float(np.sum(alone * batched[:INVARIANCE_TEXTS], axis=1).min())
     return {"texts": len(texts), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
@@ -104,7 +104,7 @@ def judge(figures, tolerances):
 
 
 def weight_forms(kind):
-    """Weight forms the gate tries, fastest first, as :func:`~.int8.quantize` keyword arguments.
+    """Weight forms the gate tries, fastest first, as :func:`~.int8_graph.quantize` keyword arguments.
 
     Where onnxruntime's U8S8 kernels saturate (x86 without VNNI, :func:`~e5onnx.runtime.cpu.int8_saturates`):
     63-level int8 weights (U8S8, the fast kernels), then 127-level weights stored as uint8 (U8U8 kernels,
@@ -137,7 +137,7 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
         calibration: a text file (one per line, or ``.jsonl``) or ``None`` for :data:`BUILTIN_TEXTS`.
 
     Returns:
-        dict for the manifest: the recipe (:func:`~.int8.quantize`), ``cpu_kind``, ``calibration`` (source
+        dict for the manifest: the recipe (:func:`~.int8_graph.quantize`), ``cpu_kind``, ``calibration`` (source
         and counts), ``sensitivity`` (relative error per MatMul), ``gate`` (figures, tolerances, passed,
         every attempt).
 
@@ -161,7 +161,7 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
         limit = int(len(errors) * MAX_KEPT_FRACTION) if n_form == len(forms) - 1 else 0  # sweep the last form
         keep = []
         while True:
-            settings = int8.quantize(source_path, dst, ranges, alpha=alphas, keep=keep, **form)
+            settings = int8_graph.quantize(source_path, dst, ranges, alpha=alphas, keep=keep, **form)
             candidate = Embedder(dst, tokenizer_path, max_length=max_length, threads=threads,
                                  pad_token_id=pad_token_id, variant="int8")
             figures = measure(want, candidate, valid)

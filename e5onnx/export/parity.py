@@ -66,7 +66,7 @@ def run_parity(embedder, ref, variant, tolerances=ParityTolerances()):
     mismatches = [i for i, (a, b) in enumerate(zip(ids, ref.token_ids)) if list(a) != b]
     # One real padded forward pass of every battery text (the token budget raised for it): each short text
     # is padded to the longest, as in the reference's padded batch.
-    batched = embedder._embed(list(texts), len(texts), True, token_budget=len(texts) * embedder.max_length)
+    batched = embedder.embed(texts, batch_size=len(texts), token_budget=len(texts) * embedder.max_length)
     single = np.concatenate([embedder.embed([t]) for t in texts])
     d_b, min_b, mean_b = _compare(batched, ref.embeddings)
     d_s, min_s, mean_s = _compare(single, ref.embeddings)

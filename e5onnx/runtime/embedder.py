@@ -20,6 +20,7 @@ from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
 from .arguments import flag, whole_number
 from .folder import fetch_model_folder
 from .manifest import check_file
+from .packing import plan_passes
 from .pooling import l2_normalize, mean_pool
 from .session import OnnxEncoder
 from .texts import add_prefix, as_text_list
@@ -107,35 +108,6 @@ def choose_variant(manifest, variant, kind=None):
 def variant_file(manifest, variant):
     """The ONNX file of ``variant``: the manifest's ``file`` entry, else the default name."""
     return manifest["variants"][variant].get("file", VARIANT_FILES[variant])
-
-
-def plan_passes(lengths, batch_size, token_budget):
-    """Pack rows into forward passes greedily: the shortest rows first, each pass filled while its padded size
-    (rows x longest row) stays within ``token_budget`` and it holds at most ``batch_size`` rows.
-
-    A row longer than ``token_budget`` runs alone. With the rows sorted by length, greedy filling gives the
-    fewest passes any split of the sorted order into runs can (a run that fits stays fitting when shortened).
-
-    Args:
-        lengths: sequence of int, the token count of each row (>= 1).
-        batch_size: most rows per pass, int >= 1.
-        token_budget: most padded tokens per pass, a number >= 1 (``math.inf`` for no limit).
-
-    Returns:
-        list of lists of int: indices into ``lengths``; each index exactly once, each pass in ascending length
-        (ties in input order), passes in ascending length order.
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    passes, current = [], []
-    for i in order:
-        grown = len(current) + 1
-        if current and (grown > batch_size or grown * lengths[i] > token_budget):  # sorted: row i is the longest
-            passes.append(current)
-            current = []
-        current.append(i)
-    if current:
-        passes.append(current)
-    return passes
 
 
 class Embedder:
@@ -262,7 +234,7 @@ class Embedder:
         """
         return self.tokenizer.encode(as_text_list(texts), flag("truncate", truncate))
 
-    def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+    def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, token_budget=None):
         """Embed texts as given (no prefix added).
 
         Texts are tokenised, sorted by length and packed greedily into forward passes of at most
@@ -277,6 +249,9 @@ class Embedder:
             texts: a ``str`` (one text) or an iterable of ``str``.
             batch_size: most texts per forward pass, a positive int.
             truncate: cut over-long texts (default) or refuse them.
+            token_budget: most padded tokens per forward pass, a positive int (default
+                :data:`~e5onnx.config.TOKEN_BUDGET`); ``batch_size * max_length`` runs each ``batch_size``
+                texts as one padded pass (the export's batch-invariance checks do).
 
         Returns:
             ``(n, dim)`` float32 (dim 384 for e5-small), each row of unit L2 norm; ``(0, dim)`` for no texts.
@@ -286,15 +261,13 @@ class Embedder:
                 text with ``truncate=False`` (each naming the index), or a bad ``batch_size``.
             E5OnnxError: the model produced non-finite values (a broken graph).
         """
-        return self._embed(as_text_list(texts), batch_size, truncate)
+        return self._embed(as_text_list(texts), batch_size, truncate, token_budget)
 
     def _embed(self, texts, batch_size, truncate, token_budget=None):
-        """:meth:`embed` on a list already checked by :func:`as_text_list`.
-
-        ``token_budget``: most padded tokens per forward pass (default :data:`~e5onnx.config.TOKEN_BUDGET`);
-        the export's checks raise it to run a real padded pass of many mixed-length texts.
-        """
+        """:meth:`embed` on a list already checked by :func:`as_text_list`."""
         batch_size = whole_number("batch_size", batch_size)
+        if token_budget is not None:
+            token_budget = whole_number("token_budget", token_budget)
         truncate = flag("truncate", truncate)
         if not truncate:  # refuse before computing anything
             for start in range(0, len(texts), TOKENIZE_CHUNK):
