@@ -56,13 +56,18 @@ DEFAULT_OPSET = 18
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 QUANTIZATION_MODES = ("int8",)
 
-#: onnxruntime's intra-op threads spin (busy-wait) between ops by default. Off here: with spinning, one idle
-#: session's threads steal the cores of the next (a 16-token query took 6.5 ms alone but 15-23 ms next to one
-#: or two other sessions on 2 cores; 7.6-8.0 ms with spinning off; benchmarks/spinning_latency.py).
-ORT_ALLOW_SPINNING = False
+#: onnxruntime's intra-op threads spin (busy-wait) between the ops of a run, and stop spinning when the run
+#: returns (session option ``session.force_spinning_stop``, always set), so an idle session does not steal the
+#: cores of the next. 16-token query, int8, e5-small shape, 2 threads, p50 of 300 (benchmarks/spinning_latency.py,
+#: 2026-12-02, AVX-512 VNNI): spinning + stop 3.24 ms alone, 3.1 next to one other session, 3.3 next to two;
+#: spinning without stop 3.07 / 6.9 / 8.3; no spinning 4.55 / 4.6 / 5.6.
+ORT_ALLOW_SPINNING = True
 #: Give onnxruntime's arena memory back after each forward pass (run option
-#: ``memory.enable_memory_arena_shrinkage``), so one long batch does not pin its peak for the process's life.
-ORT_ARENA_SHRINKAGE = True
+#: ``memory.enable_memory_arena_shrinkage``). Off: giving memory back to malloc made RSS climb with use
+#: (fragmentation: int8, e5-small shape, 300 calls of random shapes after a warm-up at the largest: 187 -> 379 MB,
+#: peak 470) and cost 20-35 % of speed (pages faulted in again each run); without it RSS stays at the arena's
+#: high-water mark (265 -> 272 MB, peak 272) and 4 x 256 tokens run 1.35x faster.
+ORT_ARENA_SHRINKAGE = False
 
 #: Environment variable for e5onnx's cache folder (compiled OpenVINO models); empty turns caching off.
 #: Default: ``$XDG_CACHE_HOME/e5onnx``, else ``~/.cache/e5onnx``.

@@ -628,11 +628,13 @@ def test_token_budget_splits_long_batches_without_changing_vectors(tiny_export, 
     assert np.abs(got - want).max() < 1e-5
 
 
-def test_session_does_not_spin_and_shrinks_its_arena(tiny_export):
+def test_session_spins_only_within_a_run_and_keeps_its_arena(tiny_export):
     e = Embedder.load(tiny_export, variant="fp32", threads=1)
     options = e.encoder.session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert e.encoder.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # no arena shrinkage after a run
+        e.encoder.run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
     vectors = e.embed(["query: a", "passage: " + "b " * 300])  # runs with those options
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
 

@@ -83,18 +83,12 @@ def sentence_transformers_missing():
 
 
 def _ort_options(threads):
-    """onnxruntime session options as e5onnx's own sessions use them (intra-op ``threads``, inter-op 1,
-    sequential, spinning off), so sentence-transformers runs with the same threads and idles the same way."""
-    import onnxruntime as ort
+    """onnxruntime session options as e5onnx's own sessions use them
+    (:func:`~e5onnx.runtime.session.session_options`), so sentence-transformers runs with the same threads and
+    spins and idles the same way."""
+    from ..runtime.session import session_options
 
-    from ..config import ORT_ALLOW_SPINNING
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_ALLOW_SPINNING else "0")
-    return options
+    return session_options(threads)[0]
 
 
 def prepare_sentence_transformers(source_dir, folder, threads):

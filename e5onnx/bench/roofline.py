@@ -18,8 +18,8 @@ The formula (time-weighted over the shapes, not a plain mean of rates):
   ``n x MAC per token / the layer's time-weighted rate``.
 
 Rates are measured through onnxruntime with one-node graphs and the runtime's session settings
-(:mod:`e5onnx.runtime.session`: ``intra_op_num_threads`` threads, inter-op 1, sequential, spinning off,
-arena shrinkage): fp32 ``MatMul``; int8 as ``MatMulInteger`` (uint8 activations with zero point 128, int8
+(:func:`e5onnx.runtime.session.session_options`: ``intra_op_num_threads`` threads, inter-op 1, sequential,
+spinning within a run): fp32 ``MatMul``; int8 as ``MatMulInteger`` (uint8 activations with zero point 128, int8
 weight constant with per-column zero points 0, int32 out) and as ``com.microsoft.MatMulIntegerToFloat``
 (the same plus per-row activation scales and per-column weight scales, float32 out: the op the INT8 recipe
 in :mod:`e5onnx.export.int8` uses). bf16 is a one-``MatMul`` ONNX model compiled by OpenVINO with
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ORT_ALLOW_SPINNING, ORT_ARENA_SHRINKAGE, TOKEN_BUDGET
+from ..config import TOKEN_BUDGET
 
 #: e5-small's encoder (intfloat/e5-small config.json): hidden size, intermediate size, layers.
 E5_SMALL = {"hidden": 384, "intermediate": 1536, "layers": 12}
@@ -143,16 +143,9 @@ def _ort_session(model, threads):
     """An onnxruntime CPU session with :class:`~e5onnx.runtime.session.OnnxEncoder`'s settings, and its run options."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 4
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_ALLOW_SPINNING else "0")
-    run_options = ort.RunOptions()
-    if ORT_ARENA_SHRINKAGE:
-        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    from ..runtime.session import session_options
+
+    options, run_options = session_options(threads)
     session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
     return session, run_options
 

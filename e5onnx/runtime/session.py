@@ -57,14 +57,38 @@ def make_feed(inputs, input_ids, attention_mask):
     return feed
 
 
+def session_options(threads):
+    """``(SessionOptions, RunOptions)`` as every e5onnx onnxruntime session uses them (also the benchmark's
+    roofline and sentence-transformers contenders, so all sides idle and spin alike).
+
+    ``threads`` intra-op threads (a resolved whole number), inter-op 1, sequential execution, all graph
+    optimisations; threads spin between the ops of a run and stop when it returns
+    (:data:`~e5onnx.config.ORT_ALLOW_SPINNING`, ``session.force_spinning_stop``); arena shrinkage after each
+    run per :data:`~e5onnx.config.ORT_ARENA_SHRINKAGE`; onnxruntime's own log silenced (failures are raised).
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 4
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_ALLOW_SPINNING else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    run_options = ort.RunOptions()
+    if ORT_ARENA_SHRINKAGE:
+        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options, run_options
+
+
 class OnnxEncoder:
     """An ONNX Runtime session that maps padded token ids to ``last_hidden_state``.
 
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads (default :func:`default_threads`), at most the machine's CPU count;
-            inter-op is 1 (sequential graph). Threads do not spin between ops and the arena is shrunk after
-            each run (:data:`~e5onnx.config.ORT_ALLOW_SPINNING`, :data:`~e5onnx.config.ORT_ARENA_SHRINKAGE`).
+            inter-op is 1 (sequential graph). Threads spin between the ops of a run and stop when it returns;
+            the arena keeps its memory between runs (:data:`~e5onnx.config.ORT_ALLOW_SPINNING`,
+            :data:`~e5onnx.config.ORT_ARENA_SHRINKAGE`).
 
     Raises:
         ModelFolderError: the file is not a loadable ONNX model, declares an input other than
@@ -74,16 +98,7 @@ class OnnxEncoder:
 
     def __init__(self, path, threads=None):
         self.threads = threads = resolve_threads(threads)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 4  # failures are raised as E5OnnxError with the message; no stderr noise
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_ALLOW_SPINNING else "0")
-        self.run_options = ort.RunOptions()
-        if ORT_ARENA_SHRINKAGE:
-            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        options, self.run_options = session_options(threads)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
