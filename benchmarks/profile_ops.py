@@ -19,29 +19,29 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from e5onnx.config import ORT_DISABLED_OPTIMIZERS
 from e5onnx.runtime.manifest import read_manifest
-from e5onnx.runtime.session import make_feed
+from e5onnx.runtime.session import make_feed, session_options
 
 
 def profile(path, batch, seq, threads, runs):
-    """``(median run ms, {op type: share of kernel time})`` of one ONNX file."""
+    """``(median run ms, {op type: (share of kernel time, kernel ms per run)})`` of one ONNX file."""
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 30000, (batch, seq)).astype(np.int64)
     ids[:, 0] = 101
     mask = np.ones_like(ids)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options, run_options = session_options(threads)  # the runtime's own settings, plus profiling
     options.enable_profiling = True
-    options.log_severity_level = 3
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = os.path.join(tmp, "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
         feed = make_feed({i.name: np.int64 for i in session.get_inputs()}, ids, mask)
-        session.run(None, feed)  # warm-up
+        session.run(None, feed, run_options)  # warm-up
         times = []
         for _ in range(runs):
             started = time.perf_counter()
-            session.run(None, feed)
+            session.run(None, feed, run_options)
             times.append(time.perf_counter() - started)
         events = json.loads(Path(session.end_profiling()).read_text())
     per_op = collections.Counter()
@@ -49,7 +49,8 @@ def profile(path, batch, seq, threads, runs):
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             per_op[e["args"]["op_name"]] += e["dur"]
     total = sum(per_op.values()) or 1
-    return 1000 * statistics.median(times), {op: t / total for op, t in per_op.most_common()}
+    per_run = runs + 1  # the warm-up run is profiled too
+    return 1000 * statistics.median(times), {op: (t / total, t / 1000 / per_run) for op, t in per_op.most_common()}
 
 
 def main(argv=None):
@@ -65,7 +66,7 @@ def main(argv=None):
         if entry.get("backend", "onnxruntime") != "onnxruntime":
             continue
         ms, shares = profile(Path(args.model) / entry["file"], args.batch, args.seq, args.threads, args.runs)
-        top = ", ".join(f"{op} {100 * s:.0f}%" for op, s in list(shares.items())[:8])
+        top = ", ".join(f"{op} {100 * s:.0f}% ({ms_op:.1f} ms)" for op, (s, ms_op) in list(shares.items())[:8])
         print(f"{name:10s} {ms:8.1f} ms/run (profiling on)  {top}")
 
 

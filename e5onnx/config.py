@@ -68,6 +68,10 @@ ORT_ALLOW_SPINNING = True
 #: peak 470) and cost 20-35 % of speed (pages faulted in again each run); without it RSS stays at the arena's
 #: high-water mark (265 -> 272 MB, peak 272) and 4 x 256 tokens run 1.35x faster.
 ORT_ARENA_SHRINKAGE = False
+#: onnxruntime graph optimisers e5onnx's sessions turn off (``disabled_optimizers``): ``SkipLayerNormFusion``
+#: would fuse the ``Add`` + ``LayerNormalization`` that the exporter splits out of ``SkipLayerNormalization``
+#: back into the slower fused kernel (:mod:`e5onnx.export.skip_layer_norm`).
+ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 #: Environment variable for e5onnx's cache folder (compiled OpenVINO models); empty turns caching off.
 #: Default: ``$XDG_CACHE_HOME/e5onnx``, else ``~/.cache/e5onnx``.

@@ -86,6 +86,7 @@ def test_manifest_records_what_was_done(tiny_export, tiny_bert_dir):
     assert len(q["matmuls_quantized"]) == 2 * 4 and q["matmuls_kept_fp32"] == []
     assert q["gate"]["passed"] and q["gate"]["tolerance"]["batch_invariance_min_cosine"] == 0.9999
     assert m["variants"]["optimized"]["optimization"]["level"] == "O2"
+    assert m["variants"]["optimized"]["optimization"]["skip_layer_norm_split"] == 2 * 2  # two per layer
     env = m["environment"]
     assert env["versions"]["torch"] and env["versions"]["onnxruntime"] and env["versions"]["optimum"]
     assert "flags" in env["cpu"]

@@ -46,6 +46,7 @@ from ..runtime.manifest import default_mode, describe_files, read_manifest, writ
 from . import graph
 from .int8_gate import build_int8
 from .parity import ReferenceBattery, check_report, format_report, run_parity
+from .skip_layer_norm import split_file
 from .source import default_max_length, read_config, resolve_source
 
 log = logging.getLogger("e5onnx.export")
@@ -294,6 +295,8 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
             variants["int8"] = {"file": VARIANT_FILES["int8"],
                                 "quantization": _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id,
                                                             tolerances, threads, calibration)}
+        if optimize:  # after the INT8 build, which quantises the fused graph as onnxruntime wrote it
+            variants["optimized"]["optimization"]["skip_layer_norm_split"] = split_file(tmp / VARIANT_FILES["optimized"])
         if bf16:
             backend, precision = VARIANT_BACKENDS["bf16"]
             variants["bf16"] = {"file": VARIANT_FILES["bf16"], "backend": backend, "precision": precision}

@@ -10,6 +10,7 @@ from ..errors import ExportError
 from .int8 import (_MS, _SCALE_FLOOR, GELU_SHIFT, RECIPE, SMOOTHQUANT_ALPHA, _producers, _shift_of,
                    _smoothing_per_input, quantize_weight, weight_gemms)
 from .int8_embedding import replace_embed_layer_norm
+from .skip_layer_norm import split_skip_layer_norm
 
 
 class _Builder:
@@ -159,7 +160,9 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
             fp32 from 0.999014 to 0.998996, under the raised gate's 0.999 (min 0.995210 -> 0.995419).
 
     Returns:
-        dict: :data:`RECIPE` plus ``weight_range``, ``matmuls_quantized`` and ``matmuls_kept_fp32`` (names).
+        dict: :data:`RECIPE` plus ``weight_range``, ``matmuls_quantized`` and ``matmuls_kept_fp32`` (names),
+        and ``skip_layer_norm_split``: how many ``SkipLayerNormalization`` became ``Add`` + ``LayerNormalization``
+        (:mod:`~.skip_layer_norm`).
 
     Raises:
         ExportError: ``keep`` names a node that is not a weight GEMM, an input has no measured range, or an
@@ -211,6 +214,7 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
     embedding = None
     if int8_embeddings:
         embedding = replace_embed_layer_norm(graph, opset, b.constant)
+    split = split_skip_layer_norm(graph, opset)  # faster on onnxruntime's CPU kernels (see that module)
     graph.initializer.extend(b.new_inits)
     used = {i for n in graph.node for i in n.input}
     kept = [i for i in graph.initializer if i.name in used]
@@ -222,4 +226,5 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
     return {**RECIPE, "smoothquant_alpha": alpha, "weight_range": [-weight_max, weight_max],
             "reduce_range": weight_max < 127, "weight_storage": "uint8, zero point 128" if unsigned_weights else "int8",
             "matmuls_quantized": [n.name for n, _ in todo],
-            "matmuls_kept_fp32": list(keep), "word_embedding": embedding}
+            "matmuls_kept_fp32": list(keep), "word_embedding": embedding,
+            "skip_layer_norm_split": split}

@@ -69,6 +69,11 @@ def write_json_atomic(path, data):
     _write_atomic(path, "w", lambda f: f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n"))
 
 
+def write_text_atomic(path, text):
+    """Write the str ``text`` (UTF-8) to ``path`` atomically (temporary file, then ``os.replace``)."""
+    _write_atomic(path, "w", lambda f: f.write(text))
+
+
 def write_npy_atomic(path, array):
     """Save ``array`` as ``.npy`` at ``path`` atomically (temporary file, then ``os.replace``)."""
     import numpy as np

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from ..config import KNOWN_INPUTS, ORT_ALLOW_SPINNING, ORT_ARENA_SHRINKAGE, OUTPUT_NAME, THREADS_ENV
+from ..config import (KNOWN_INPUTS, ORT_ALLOW_SPINNING, ORT_ARENA_SHRINKAGE, ORT_DISABLED_OPTIMIZERS, OUTPUT_NAME,
+                      THREADS_ENV)
 from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
 from .arguments import whole_number
 from .cpu import available_cpus
@@ -65,6 +66,7 @@ def session_options(threads):
     optimisations; threads spin between the ops of a run and stop when it returns
     (:data:`~e5onnx.config.ORT_ALLOW_SPINNING`, ``session.force_spinning_stop``); arena shrinkage after each
     run per :data:`~e5onnx.config.ORT_ARENA_SHRINKAGE`; onnxruntime's own log silenced (failures are raised).
+    Pass :data:`~e5onnx.config.ORT_DISABLED_OPTIMIZERS` as ``disabled_optimizers`` when creating the session.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -100,7 +102,8 @@ class OnnxEncoder:
         self.threads = threads = resolve_threads(threads)
         options, self.run_options = session_options(threads)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"],
+                                                disabled_optimizers=ORT_DISABLED_OPTIMIZERS)
         except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise ModelFolderError(f"onnxruntime cannot load {str(path)!r}: {exc}") from exc
         self.inputs = {}
