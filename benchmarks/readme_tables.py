@@ -7,11 +7,10 @@ Each block sits between ``<!-- begin generated: NAME -->`` and ``<!-- end genera
 and comes from one results file:
 
 - ``quality``: ``results/all-MiniLM-L6-v2/results.json`` (``e5onnx bench`` on the real MiniLM): STS-B test
-  Spearman, mean / min cosine to PyTorch, SciFact nDCG@10 and passage tokens/s at batch 32 per contender;
+  Spearman, mean / min cosine to PyTorch and SciFact nDCG@10 per contender (speed is judged on the e5 shape);
 - ``speed``: ``results/e5-small-shaped/results.json`` (``e5onnx bench`` on the e5-small shape): passage
   tokens/s at batch 32 and single-query p50 per contender against fastembed and against the roofline, cold
   start, peak RSS, and the issue's targets (:func:`e5onnx.bench.report.targets`);
-- ``rss``: ``results/rss_flat_e5_int8.json`` (``rss_flat.py``);
 - ``server``: ``results/server-e5-small-shaped-int8/results.json`` (``serve_load.py``).
 
 Published scores (MTEB, ``../shared/README.md``): all-MiniLM-L6-v2 STSBenchmark 82.03, SciFact 64.51.
@@ -48,9 +47,9 @@ def _env(r):
 def quality(r):
     """Markdown of the MiniLM run: one row per contender."""
     lines = [f"Real all-MiniLM-L6-v2, max length 256, one `e5onnx bench` run ({_env(r)}):", "",
-             "| contender | STS-B Spearman ×100 | STS-B mean / min cosine to PyTorch | SciFact nDCG@10 ×100 | "
-             "passage tokens/s (batch 32) |", "|---|---|---|---|---|"]
-    for name, per_b in r["passages"].items():
+             "| contender | STS-B Spearman ×100 | STS-B mean / min cosine to PyTorch | SciFact nDCG@10 ×100 |",
+             "|---|---|---|---|"]
+    for name in r["passages"]:
         q, s = r["quality"].get(name, {}), r["scifact"].get(name)
         spearman = f"{q['stsb_spearman']:.2f}" if q else "—"
         if name == "torch-fp32" and q:
@@ -59,7 +58,7 @@ def quality(r):
         ndcg = f"{s['ndcg_at_10']:.2f}" if s else "—"
         if name == "e5onnx-fp32" and s:
             ndcg += f" (published {PUBLISHED['scifact']})"
-        lines.append(f"| {name} | {spearman} | {cos} | {ndcg} | {per_b[BATCH]['tokens_per_s']:.0f} |")
+        lines.append(f"| {name} | {spearman} | {cos} | {ndcg} |")
     return lines
 
 
@@ -94,17 +93,6 @@ def speed(r):
     return lines
 
 
-def rss(r):
-    """Markdown of ``rss_flat.py``'s run."""
-    s = r["samples"]
-    at100 = next(x["rss_mb"] for x in s if x["call"] >= 100)
-    growth = 100 * (max(x["rss_mb"] for x in s) / at100 - 1)
-    return [f"RSS over {r['calls']} calls of random batch 1–32 × 1–512 words ({r['variant']}, e5-small shape, "
-            f"`benchmarks/rss_flat.py`): {r['rss_after_warmup_mb']:.0f} MB after the warm-up call, {at100:.0f} at "
-            f"call 100, {r['rss_end_mb']:.0f} at the end, peak {r['peak_rss_mb']:.0f}: "
-            f"{growth:+.1f} % after call 100 ({'within' if growth <= 10 else '**over**'} the 10 % target)."]
-
-
 def server(r):
     """Markdown of ``serve_load.py``'s run."""
     sat, one, conc = r["saturation"], r["single_request"], r["concurrent_32"]
@@ -129,7 +117,6 @@ def server(r):
 
 SOURCES = {"quality": (RESULTS / "all-MiniLM-L6-v2" / "results.json", quality),
            "speed": (RESULTS / "e5-small-shaped" / "results.json", speed),
-           "rss": (RESULTS / "rss_flat_e5_int8.json", rss),
            "server": (RESULTS / "server-e5-small-shaped-int8" / "results.json", server)}
 
 
