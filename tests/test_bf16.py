@@ -11,7 +11,7 @@ from e5onnx.config import MANIFEST_FILE
 from e5onnx.errors import BackendUnavailableError, ExportError
 from e5onnx.export import export_model
 from e5onnx.runtime import Embedder, cpu
-from e5onnx.runtime.embedder import auto_candidates, choose_variant
+from e5onnx.runtime.variants import auto_candidates, choose_variant
 from e5onnx.runtime.openvino_session import OpenVinoEncoder, has_native_bf16, model_cache_dir, openvino_available
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (e5onnx[openvino])")

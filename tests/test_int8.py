@@ -14,7 +14,7 @@ from e5onnx.errors import ExportError
 from e5onnx.export import export_model, int8, int8_gate, int8_graph
 from e5onnx.runtime import Embedder
 from e5onnx.runtime.cpu import cpu_kind, int8_saturates
-from e5onnx.runtime.embedder import choose_variant
+from e5onnx.runtime.variants import choose_variant
 
 
 def _one_matmul(path, w, b, opset=18, gelu=False):

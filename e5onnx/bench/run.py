@@ -181,7 +181,7 @@ def _sentence_transformers_folder(source, skip, threads):
 def _measure(model_dir, manifest, source, threads, repeats, passages, queries, batch_sizes, quick, skip, quality,
              scifact, label, st_dir, skipped):
     """Build the contenders and measure everything (see :func:`run`); returns the result dict."""
-    from ..runtime.embedder import choose_variant
+    from ..runtime.variants import choose_variant
 
     texts, qs, name = workload(passages, queries)
     variants = [v for v in VARIANTS if v in manifest["variants"]]

@@ -11,10 +11,14 @@ OPTIMIZATION_SETTINGS = {
     "O3": {"only_onnxruntime": False, "opt_level": 0, "gelu_approximation": True},
 }
 
+def model_opset(model, default=None):
+    """The default-domain opset of a loaded ``onnx.ModelProto``, else ``default``."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
 def opset_of(path):
     """The default-domain opset of an ONNX file."""
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return model_opset(onnx.load(str(path), load_external_data=False))
 
 
 def optimize(src, dst, level, num_heads, hidden_size):

@@ -9,6 +9,7 @@ from onnx import helper, numpy_helper
 from ..errors import ExportError
 from .int8 import (_MS, _SCALE_FLOOR, GELU_SHIFT, RECIPE, SMOOTHQUANT_ALPHA, _producers, _shift_of,
                    _smoothing_per_input, quantize_weight, weight_gemms)
+from .graph import model_opset
 from .int8_embedding import replace_embed_layer_norm
 from .skip_layer_norm import split_skip_layer_norm
 
@@ -178,7 +179,7 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
     missing = sorted({n.input[0] for n, _ in todo} - set(ranges))
     if missing:
         raise ExportError(f"no calibration range for MatMul inputs {missing[:3]}")
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    opset = model_opset(model, 18)
     producers = _producers(graph)
     scales = _smoothing_per_input(todo, ranges, alpha, producers)
     b = _Builder(graph, opset, unsigned_weights)

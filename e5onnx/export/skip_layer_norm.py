@@ -13,6 +13,7 @@ import onnx
 from onnx import helper
 
 from ..errors import ExportError
+from .graph import model_opset
 
 
 #: ``LayerNormalization`` is a standard ONNX operator from opset 17; below it, graphs keep the fused op.
@@ -58,8 +59,7 @@ def split_skip_layer_norm(graph, opset):
 def split_file(path):
     """:func:`split_skip_layer_norm` on the ONNX file ``path``, rewritten in place; returns the count."""
     model = onnx.load(str(path))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    count = split_skip_layer_norm(model.graph, opset)
+    count = split_skip_layer_norm(model.graph, model_opset(model, 0))
     if count:
         onnx.save(model, str(path))
     return count
