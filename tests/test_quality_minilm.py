@@ -6,7 +6,7 @@ export run through the torch-free Embedder must land within ±0.02 of it.
 
 INT8 quality gate (issue 9's, raised), against fp32 over the 2758 STS-B test sentences: mean cosine ≥ 0.999,
 min ≥ 0.995, Spearman ≥ fp32 − 0.1; batch invariance: a sentence alone vs inside one real padded pass of 32
-mixed-length sentences, cosine ≥ 0.9999. SciFact nDCG@10 ≥ fp32 − 0.5 takes ~10 minutes on 2 cores: set E5ONNX_SLOW_TESTS=1 (the
+mixed-length sentences, cosine ≥ 0.9999. SciFact nDCG@10 ≥ fp32 − 0.3 takes ~10 minutes on 2 cores: set E5ONNX_SLOW_TESTS=1 (the
 benchmark run in benchmarks/results/ records it).
 """
 
@@ -73,19 +73,13 @@ def test_stsb_fp32_reproduces_published_score(spearman):
     assert spearman["fp32"] == pytest.approx(PUBLISHED_STSB, abs=0.02)
 
 
-#: Issue 9's raised gate is min cosine >= 0.995 over the STS-B test sentences. The recipe meets it on some CPUs
-#: only: AVX2 (uint8/127 weights) 0.995210, AVX-512 VNNI (int8/127, 2026-12-02) 0.994440 (the sentence
-#: "This is a great one... "); its worst case on short sentence fragments is ~0.994 (the validation passages cut
-#: into 516 sentences: 0.993786). Until the recipe gains that margin (issue 9 stays open), the test holds the
-#: bound the recipe reaches everywhere measured.
-STSB_MIN_COSINE_REACHED = 0.994
 
 
 def test_int8_quality_gate_on_stsb(stsb):
-    """Issue 9's raised gate: mean >= 0.999 (met: 0.999014 on AVX2, 0.999015 on AVX-512 VNNI), min see
-    :data:`STSB_MIN_COSINE_REACHED`; Spearman >= fp32 - 0.1 (82.02 vs 82.03)."""
+    """Issue 9's raised gate: mean >= 0.999, min >= 0.995 (AVX-512 VNNI, 2026-12-02: 0.999561 / 0.997557 with
+    the outlier channels in fp32; 0.999015 / 0.994440 without); Spearman >= fp32 - 0.1."""
     cos = _cosines(stsb, "int8")
-    assert cos.mean() >= 0.999 and cos.min() >= STSB_MIN_COSINE_REACHED, (cos.mean(), cos.min())
+    assert cos.mean() >= 0.999 and cos.min() >= 0.995, (cos.mean(), cos.min())
     assert stsb["spearman"]["int8"] >= stsb["spearman"]["fp32"] - 0.1, stsb["spearman"]
 
 
@@ -122,7 +116,7 @@ def test_scifact_gate(minilm_export):
         e = Embedder.load(minilm_export, variant=variant)
         scores[variant] = quality.scifact_ndcg10(e.embed, e.embed, SCIFACT)
     assert scores["fp32"] == pytest.approx(64.51, abs=0.01)  # published 0.64508
-    assert scores["int8"] >= scores["fp32"] - 0.5, scores
+    assert scores["int8"] >= scores["fp32"] - 0.3, scores  # issue 9's gate
 
 
 def test_model_card_examples_rank_correctly(minilm_export):

@@ -7,8 +7,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import ExportError
-from .int8 import (_MS, _SCALE_FLOOR, GELU_SHIFT, RECIPE, SMOOTHQUANT_ALPHA, _producers, _shift_of,
-                   _smoothing_per_input, quantize_weight, weight_gemms)
+from .int8 import (_MS, _SCALE_FLOOR, GELU_SHIFT, OUTLIER_CHANNELS, RECIPE, SMOOTHQUANT_ALPHA, _outliers_of,
+                   _producers, _readers, _shift_of, _smoothing_per_input, quantize_weight, weight_gemms)
 from .graph import model_opset
 from .int8_embedding import replace_embed_layer_norm
 from .skip_layer_norm import split_skip_layer_norm
@@ -34,13 +34,22 @@ class _Builder:
     def array(self, name):
         return numpy_helper.to_array(self.inits[name])
 
-    def chain(self, x, inv_smooth, shift):
-        """Nodes quantising ``x`` per token; returns ``(q, scale, zero point, levels)`` tensor names/number."""
+    def chain(self, x, inv_smooth, shift, outliers=None):
+        """Nodes quantising ``x`` per token; returns ``(q, scale, zero point, levels, outliers)``: tensor names,
+        the level count, and ``(gathered, channels)`` when ``outliers`` (channel indices) are taken out of the
+        int8 part (their ``inv_smooth`` entries are 0) and gathered for an fp32 GEMM, else None."""
         p = f"q8/{x}/"
         nodes, u = [], x
         if shift:
             nodes.append(helper.make_node("Add", [u, "q8/shift"], [p + "shifted"]))
             u = p + "shifted"
+        gathered = None
+        if outliers is not None and len(outliers) and inv_smooth is not None:
+            gathered = (p + "outliers", np.asarray(outliers, np.int64))
+            nodes.append(helper.make_node("Gather", [u, self.constant(p + "outlier_channels", gathered[1])],
+                                          [gathered[0]], axis=-1))
+            inv_smooth = inv_smooth.copy()
+            inv_smooth[gathered[1]] = 0.0
         if inv_smooth is not None:
             nodes.append(helper.make_node("Mul", [u, self.constant(p + "inv_smooth", inv_smooth)], [p + "smoothed"]))
             u = p + "smoothed"
@@ -57,13 +66,25 @@ class _Builder:
         for node in nodes:
             node.name = p + node.op_type + "_" + node.output[0].rsplit("/", 1)[-1]
         self.before[x] = nodes
-        return p + "q", p + "scale", zp, levels
+        return p + "q", p + "scale", zp, levels, gathered
 
     def gemm(self, node, w, s, quant, weight_max, output):
-        """A MatMulIntegerToFloat of ``node``'s weight ``w`` (float, smoothing ``s`` not yet folded)."""
-        q, scale, zp, levels = quant
-        w_q, w_scale = quantize_weight(w * s[:, None], weight_max)
+        """Nodes of a MatMulIntegerToFloat of ``node``'s weight ``w`` (float, smoothing ``s`` not yet folded),
+        plus an fp32 MatMul + Add of the outlier channels if the chain gathered some."""
+        q, scale, zp, levels, gathered = quant
         base = node.name + "/q8"
+        extra = []
+        if gathered is not None:
+            name, idx = gathered
+            keep = np.ones(w.shape[0], bool)
+            keep[idx] = False
+            s = np.where(keep, s, 0.0).astype(np.float32)  # those rows of the int8 weight read zeros
+            extra = [helper.make_node("MatMul", [name, self.constant(base + "/outlier_weight", w[idx])],
+                                      [base + "/outlier_part"], name=base + "/outlier_MatMul"),
+                     helper.make_node("Add", [output + "/int8_part", base + "/outlier_part"], [output],
+                                      name=base + "/outlier_Add")]
+            output = output + "/int8_part"
+        w_q, w_scale = quantize_weight(w * s[:, None], weight_max)
         if self.unsigned_weights:  # uint8 storage, zero point 128: onnxruntime's U8U8 kernels never saturate
             self.constant(base + "/weight", (w_q.astype(np.int16) + 128).astype(np.uint8))
             self.constant(base + "/weight_zero_point", np.full(w_q.shape[1], 128, np.uint8))
@@ -71,8 +92,9 @@ class _Builder:
             self.constant(base + "/weight", w_q)
             self.constant(base + "/weight_zero_point", np.zeros(w_q.shape[1], np.int8))
         self.constant(base + "/weight_scale", (w_scale / np.float32(levels)).astype(np.float32))
-        return helper.make_node("MatMulIntegerToFloat", [q, base + "/weight", scale, base + "/weight_scale", zp,
-                                                         base + "/weight_zero_point"], [output], name=base, domain=_MS)
+        return [helper.make_node("MatMulIntegerToFloat", [q, base + "/weight", scale, base + "/weight_scale", zp,
+                                                          base + "/weight_zero_point"], [output], name=base,
+                                 domain=_MS)] + extra
 
 
 def _consumers(graph, name):
@@ -116,7 +138,7 @@ def _attention(b, node, w, s, quant, weight_max, fold):
         w[:, 2 * d:] *= fold[None, :]
         bias[2 * d:] *= fold
     qkv, parts = node.name + "/q8/qkv", [node.name + f"/q8/{c}" for c in "qkv"]
-    nodes = [b.gemm(node, w, s, quant, weight_max, qkv),
+    nodes = b.gemm(node, w, s, quant, weight_max, qkv) + [
              helper.make_node("Split", [qkv, b.constant(node.name + "/q8/split", np.array([d, d, d], np.int64))],
                               parts, name=node.name + "/q8/Split", axis=-1)]
     mask = node.input[3] if len(node.input) > 3 else ""
@@ -143,7 +165,7 @@ def _folds(graph, todo, scales, quantized_attention):
 
 
 def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=(), unsigned_weights=False,
-             int8_embeddings=False):
+             int8_embeddings=False, outliers=OUTLIER_CHANNELS):
     """Write ``dst``: ``src`` with every weight GEMM not in ``keep`` replaced by the INT8 recipe.
 
     Args:
@@ -156,6 +178,8 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
         keep: GEMM node names left in fp32.
         unsigned_weights: store the int8 weights as uint8 with zero point 128 (same values; onnxruntime's
             U8U8 kernels, which do not saturate where its U8S8 kernels do: x86 without VNNI).
+        outliers: channels per GEMM input computed in fp32 (:func:`~.int8.outlier_channels`, step 6 of
+            :mod:`.int8`); 0: none.
         int8_embeddings: give a fused ``EmbedLayerNormalization`` an INT8 word table (:mod:`~.int8_embedding`;
             35 MB less for e5-small). Off by default: on all-MiniLM-L6-v2 it moved the STS-B mean cosine to
             fp32 from 0.999014 to 0.998996, under the raised gate's 0.999 (min 0.995210 -> 0.995419).
@@ -185,7 +209,10 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
     b = _Builder(graph, opset, unsigned_weights)
     attention = {n.name for n, _ in todo if n.op_type == "Attention"}
     folds = _folds(graph, todo, scales, attention)
-    quant = {x: b.chain(x, None if x in folds else (1 / s).astype(np.float32), _shift_of(producers, x))
+    readers = _readers(todo)
+    quant = {x: b.chain(x, None if x in folds else (1 / s).astype(np.float32), _shift_of(producers, x),
+                        _outliers_of(producers, x, readers[x], ranges[x] + np.float32(_shift_of(producers, x)), s,
+                                     outliers))
              for x, s in scales.items()}
     fold_into = {producers[x].name: f for x, f in folds.items()}
     extra_after = {}
@@ -201,7 +228,7 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
             moved = _take_off_bias(b, graph, node, np.float32(shift) * w_f.sum(axis=0, dtype=np.float64).astype(np.float32))
             if moved:
                 output, extra_after[node.name] = moved
-        b.replace[id(node)] = [b.gemm(node, w_f, scales[x], quant[x], weight_max, output)]
+        b.replace[id(node)] = b.gemm(node, w_f, scales[x], quant[x], weight_max, output)
     nodes = []
     for node in graph.node:
         nodes.extend(b.replace.get(id(node), [node]))
@@ -224,7 +251,7 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
     if not any(o.domain == _MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(_MS, 1))
     onnx.save(model, str(dst))
-    return {**RECIPE, "smoothquant_alpha": alpha, "weight_range": [-weight_max, weight_max],
+    return {**RECIPE, "smoothquant_alpha": alpha, "outlier_channels": int(outliers), "weight_range": [-weight_max, weight_max],
             "reduce_range": weight_max < 127, "weight_storage": "uint8, zero point 128" if unsigned_weights else "int8",
             "matmuls_quantized": [n.name for n, _ in todo],
             "matmuls_kept_fp32": list(keep), "word_embedding": embedding,
