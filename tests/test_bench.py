@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
+from e5onnx.bench import contenders as C
 from e5onnx.bench.contenders import sentence_transformers_missing
 from e5onnx.bench.run import run
 from e5onnx.cli import main
@@ -46,6 +48,26 @@ def test_quick_bench_on_tiny_model(tiny_export, tmp_path):
     assert all(f"| {n} |" in table for n in names)
     assert "## Targets" in table and "## Roofline" in table and "## Mixed call" in table
     assert "| mixed call (31 queries + 1 long passage) / its parts | e5onnx-int8 |" in table
+
+
+@pytest.mark.skipif(sentence_transformers_missing() is not None, reason="sentence-transformers is not importable")
+def test_st_contender_runs_a_long_call_in_encode_default_passes(tiny_bert_dir, tmp_path):
+    """A call of more texts than ``encode``'s default batch size runs as passes of that size, not as one pass:
+    one pass of the bench's 128 texts x 512 tokens kept ~9 GB per session in onnxruntime's arena, and the run
+    holding both sentence-transformers sessions and fastembed's was OOM-killed (benchmarks/README.md)."""
+    import inspect
+
+    from sentence_transformers import SentenceTransformer
+
+    assert inspect.signature(SentenceTransformer.encode).parameters["batch_size"].default == C.ST_BATCH_SIZE == 32
+    folder = C.prepare_sentence_transformers(tiny_bert_dir, tmp_path / "st", 1)
+    contender = C.SentenceTransformersContender(folder, "st-onnx-fp32", 1, 64)
+    passes = []
+    contender.model.register_forward_pre_hook(lambda module, args: passes.append(len(args[0]["input_ids"])))
+    texts = [f"passage: text {i} " + "word " * (i % 17) for i in range(80)]
+    vectors = contender.embed(texts)
+    assert passes == [32, 32, 16] and vectors.shape[0] == 80
+    np.testing.assert_allclose(vectors[5], contender.embed([texts[5]])[0], atol=1e-5)  # input order kept
 
 
 def test_bench_cli_quick_skip_torch(tiny_export, tmp_path, capsys):

@@ -8,6 +8,7 @@ mixed call (31 queries + one ~420-token passage). Writes ``results.json``, ``res
 environment) and ``plot.png`` to ``--out``. ``--quick`` only checks that the harness runs.
 """
 
+import gc
 import shutil
 import statistics
 import sys
@@ -207,9 +208,14 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
         "quality": (stsb_per_contender(cs, STSB, reference, pairs=64 if quick else None)
                     if quality and STSB.is_file() else {}),
         "scifact": _scifact(cs) if quality and scifact and (SCIFACT / "queries.test.jsonl").is_file() else {},
-        "process": {c.name: {**cold_start_and_rss(s, texts[:128]), "model_mb": model_size_mb(s, manifest)}
-                    for c, s in zip(cs, all_specs)},
     }
+    # Each probe runs in a fresh process: first release this process's sessions and their onnxruntime arenas
+    # (GBs for the peers that run a call as one pass), so they do not sit in memory beside every probe.
+    names = [c.name for c in cs]
+    del cs, ours
+    gc.collect()
+    result["process"] = {name: {**cold_start_and_rss(s, texts[:128]), "model_mb": model_size_mb(s, manifest)}
+                         for name, s in zip(names, all_specs)}
     result["vs_roofline"] = vs_roofline(result)
     return result
 
