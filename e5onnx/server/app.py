@@ -218,9 +218,9 @@ async def _embed(state, req, field, request):
         started = time.perf_counter()
         try:
             if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:  # a thread hop would cost more than the work
-                rows = embedder.tokenizer.encode(texts, req.truncate)
+                rows = embedder.tokenize(texts, req.truncate)
             else:
-                rows = await run_in_threadpool(embedder.tokenizer.encode, texts, req.truncate)
+                rows = await run_in_threadpool(embedder.tokenize, texts, req.truncate)
         except InvalidInputError as exc:  # "texts[i] has N tokens, over max_length M, and truncation is off"
             message = str(exc).replace("texts[", f"{field}[", 1)
             raise RequestError(message + "; send truncate: true to cut it", param=field, index=exc.index) from None
@@ -260,7 +260,7 @@ async def _check_embedding(state, direct=False):
     ``direct``: on a thread of its own instead of through the batcher's queue, so that ``/health`` answers in
     milliseconds even when minutes of work are queued (onnxruntime and OpenVINO sessions run concurrently).
     """
-    rows = state.embedder.tokenizer.encode(["query: health check"], True)
+    rows = state.embedder.tokenize(["query: health check"])
     if direct:
         pooled = await run_in_threadpool(state.embedder.embed_token_ids, rows, batch_size=1, normalize=False)
     else:
