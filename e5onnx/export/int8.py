@@ -225,10 +225,12 @@ def takes_outliers(producers, name, readers):
     return _shift_of(producers, name) > 0 or "Attention" in readers
 
 
-def _outliers_of(producers, name, readers, x_max, s, count):
+def _outliers_of(producers, name, readers, ranges, s, count):
+    """:func:`outlier_channels` of GEMM input ``name`` (its range shifted for a GELU output), or none if it does
+    not :func:`take them <takes_outliers>`."""
     if not takes_outliers(producers, name, readers):
         return np.zeros(0, np.int64)
-    return outlier_channels(x_max, s, count)
+    return outlier_channels(ranges[name] + np.float32(_shift_of(producers, name)), s, count)
 
 
 def _readers(pairs):
@@ -272,9 +274,8 @@ def choose_alphas(model_path, ranges, samples, weight_max=127, grid=ALPHA_GRID, 
         sample = samples[x]
 
         def error(alpha):
-            x_max = ranges[x] + np.float32(shift)
-            s = smoothing_scales(x_max, w_max, alpha)
-            picked = _outliers_of(producers, x, kinds[x], x_max, s, outliers)
+            s = smoothing_scales(ranges[x] + np.float32(shift), w_max, alpha)
+            picked = _outliers_of(producers, x, kinds[x], ranges, s, outliers)
             return np.mean([np.linalg.norm(simulate(sample, w, s, weight_max, shift, picked) - sample @ w)
                             / max(np.linalg.norm(sample @ w), 1e-30) for w in weights])
 
@@ -300,7 +301,7 @@ def sensitivity(model_path, ranges, samples, alpha=SMOOTHQUANT_ALPHA, weight_max
         w = numpy_helper.to_array(w).astype(np.float32)
         want = x @ w
         name, shift = node.input[0], _shift_of(producers, node.input[0])
-        picked = _outliers_of(producers, name, kinds[name], ranges[name] + np.float32(shift), scales[name], outliers)
+        picked = _outliers_of(producers, name, kinds[name], ranges, scales[name], outliers)
         got = simulate(x, w, scales[name], weight_max, shift, picked)
         errors[node.name] = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
     return dict(sorted(errors.items(), key=lambda kv: -kv[1]))

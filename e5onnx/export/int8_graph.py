@@ -76,9 +76,8 @@ class _Builder:
         extra = []
         if gathered is not None:
             name, idx = gathered
-            keep = np.ones(w.shape[0], bool)
-            keep[idx] = False
-            s = np.where(keep, s, 0.0).astype(np.float32)  # those rows of the int8 weight read zeros
+            s = s.copy()
+            s[idx] = 0.0  # those rows of the int8 weight read zeros
             extra = [helper.make_node("MatMul", [name, self.constant(base + "/outlier_weight", w[idx])],
                                       [base + "/outlier_part"], name=base + "/outlier_MatMul"),
                      helper.make_node("Add", [output + "/int8_part", base + "/outlier_part"], [output],
@@ -212,8 +211,7 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
     folds = _folds(graph, todo, scales, attention)
     readers = _readers(todo)
     quant = {x: b.chain(x, None if x in folds else (1 / s).astype(np.float32), _shift_of(producers, x),
-                        _outliers_of(producers, x, readers[x], ranges[x] + np.float32(_shift_of(producers, x)), s,
-                                     outliers))
+                        _outliers_of(producers, x, readers[x], ranges, s, outliers))
              for x, s in scales.items()}
     fold_into = {producers[x].name: f for x, f in folds.items()}
     extra_after = {}
