@@ -21,6 +21,25 @@ class InvalidInputError(E5OnnxError, ValueError):
         self.index = index
 
 
+class TextError(InvalidInputError):
+    """One text of a list is unusable: ``texts[index]`` (not a ``str``, a lone surrogate, or over the max length
+    with truncation off).
+
+    Attributes:
+        index: the text's position (0-based) in the caller's list.
+        reason: what is wrong, without the position (``"expected str, got NoneType"``), so that a caller can name
+            the text its own way (the server says ``input[3]``): :meth:`named`.
+    """
+
+    def __init__(self, index, reason, field="texts"):
+        super().__init__(f"{field}[{index}]: {reason}", index)
+        self.reason = reason
+
+    def named(self, field):
+        """The same error with the text called ``field[index]`` (e.g. ``input[3]: ...``)."""
+        return TextError(self.index, self.reason, field)
+
+
 class RequestError(InvalidInputError):
     """An HTTP request the server refuses, answered as an OpenAI-style error body.
 

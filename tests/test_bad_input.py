@@ -185,7 +185,7 @@ def test_text_of_exactly_max_length_is_accepted_without_truncation(embedder):
     out = embedder.embed([text], truncate=False)
     np.testing.assert_allclose(out, embedder.embed([text]), atol=1e-6, rtol=0)
     # one more word is one token too many
-    with pytest.raises(InvalidInputError, match=rf"texts\[0\] has {embedder.max_length + 1} tokens"):
+    with pytest.raises(InvalidInputError, match=rf"texts\[0\]: {embedder.max_length + 1} tokens"):
         embedder.embed([text + " paris"], truncate=False)
 
 
@@ -211,17 +211,17 @@ def test_long_text_refused_in_later_chunk_names_global_index(embedder, monkeypat
     long = " ".join(long_words(200))
     calls = []
     monkeypatch.setattr(embedder, "_forward", lambda *a, **k: calls.append(a))
-    with pytest.raises(InvalidInputError, match=r"texts\[5\] has 202 tokens"):
+    with pytest.raises(InvalidInputError, match=r"texts\[5\]: 202 tokens"):
         embedder.embed(["a", "b", "c", "d", "e", long], truncate=False)
     assert calls == []
 
 
 def test_long_text_refused_by_tokenize_and_queries(embedder):
     long = " ".join(long_words(200))
-    with pytest.raises(InvalidInputError, match=r"texts\[1\] has 202 tokens"):
+    with pytest.raises(InvalidInputError, match=r"texts\[1\]: 202 tokens"):
         embedder.tokenize(["x", long], truncate=False)
     # "query: " adds two tokens (query, :)
-    with pytest.raises(InvalidInputError, match=r"texts\[0\] has 204 tokens"):
+    with pytest.raises(InvalidInputError, match=r"texts\[0\]: 204 tokens"):
         embedder.embed_queries([long], truncate=False)
 
 
@@ -465,7 +465,7 @@ def test_smaller_max_length_truncates_earlier(tiny_export):
     assert len(ids) == 16
     out = small.embed([" ".join(words), " ".join(words[:14])])
     assert np.max(np.abs(out[0] - out[1])) < 1e-6
-    with pytest.raises(InvalidInputError, match=r"texts\[0\] has 42 tokens, over max_length 16"):
+    with pytest.raises(InvalidInputError, match=r"texts\[0\]: 42 tokens, over max_length 16"):
         small.embed([" ".join(words)], truncate=False)
 
 

@@ -681,7 +681,7 @@ def test_embed_token_ids_equals_embed_and_checks_rows(tiny_export):
     raw = e.embed_token_ids(rows, normalize=False)
     assert np.allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), e.embed(texts), atol=1e-6)
     assert e.embed_token_ids([]).shape == (0, e.dim)
-    vocab = e.tokenizer.vocab_size
+    vocab = e.vocab_size
     for bad, match in [([[]], r"rows\[0\] must be a non-empty list"), ([rows[0], [2] * 129], r"rows\[1\] has 129 tokens"),
                        ([[2, vocab]], rf"rows\[0\] holds a token id that is not an int from 0 to {vocab - 1}"),
                        ([[2, -1]], r"rows\[0\] holds"), ([[2, 1.0]], r"rows\[0\] holds"), ("abc", "list of token-id lists")]:

@@ -148,7 +148,7 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
     reference = Embedder(fp32_path, tokenizer_path, max_length=max_length, threads=threads,
                          pad_token_id=pad_token_id)
     rows = sorted(reference.tokenize(calib), key=len)
-    batches = [reference.tokenizer.pad(rows[i:i + CALIBRATION_BATCH], np.int64)
+    batches = [reference.pad(rows[i:i + CALIBRATION_BATCH])
                for i in range(0, len(rows), CALIBRATION_BATCH)]
     kind = cpu_kind()
     source_path = fp32_path if source_path is None else source_path

@@ -14,14 +14,15 @@ from ..config import (
     TOKENIZER_FILE,
     VARIANT_BACKENDS,
 )
-from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
+from ..errors import E5OnnxError, InvalidInputError, ModelFolderError, TextError
 from .arguments import flag, whole_number
 from .folder import fetch_model_folder
 from .manifest import check_file
 from .packing import plan_passes
 from .pooling import l2_normalize, mean_pool
+from .prepared import KINDS, Prepared, parts_of
 from .session import OnnxEncoder
-from .texts import add_prefix, as_text_list
+from .texts import add_prefix, as_list, as_text_list, text_problem
 from .tokenizer import TextTokenizer
 from .variants import check_variant_name, choose_variant, variant_file
 
@@ -64,7 +65,7 @@ class Embedder:
         self.tokenizer_path = Path(tokenizer_path)
         self.variant = variant
         self.manifest = manifest
-        self.tokenizer = TextTokenizer(tokenizer_path, max_length, pad_token_id)
+        self._tokenizer = TextTokenizer(tokenizer_path, max_length, pad_token_id)
         backend, precision = VARIANT_BACKENDS.get(variant, ("onnxruntime", None))
         if backend == "openvino":
             from .openvino_session import OpenVinoEncoder
@@ -82,7 +83,7 @@ class Embedder:
         self.passage_prefix = prefixes.get("passage", PASSAGE_PREFIX)
         dim = self.encoder.dim or recorded
         if not dim:  # dynamic last axis and no manifest: ask the graph once
-            ids, mask = self.tokenizer.pad(self.tokenizer.encode([""]), self.encoder.id_dtype)
+            ids, mask = self._tokenizer.pad(self._tokenizer.encode([""]), self.encoder.id_dtype)
             dim = int(self.encoder.run(ids, mask).shape[-1])
         self.dim = int(dim)
 
@@ -132,12 +133,112 @@ class Embedder:
     @property
     def max_length(self):
         """Tokens per text, special tokens included."""
-        return self.tokenizer.max_length
+        return self._tokenizer.max_length
+
+    @property
+    def vocab_size(self):
+        """Number of token ids (added tokens included): ids run from 0 to ``vocab_size - 1``."""
+        return self._tokenizer.vocab_size
 
     @property
     def threads(self):
         """ONNX Runtime intra-op thread count."""
         return self.encoder.threads
+
+    def prepare(self, texts, kind=None, truncate=True):
+        """Tokenise one request for :meth:`run`: validate the texts, add the ``kind`` prefix once, tokenise.
+
+        Refused texts do not raise here: each gets a :class:`~e5onnx.errors.TextError` (with its index) in
+        :attr:`Prepared.errors <e5onnx.runtime.prepared.Prepared.errors>`, so a caller can report them its own
+        way (``prepared.raise_errors()``, or name the field as the server does).
+
+        Args:
+            texts: a ``str`` (one text) or an ordered iterable of ``str`` (see :func:`~e5onnx.runtime.texts.as_list`).
+            kind: ``"query"`` (adds :attr:`query_prefix`), ``"passage"`` (adds :attr:`passage_prefix`), or None
+                (texts as given); a text that already starts with the prefix keeps it
+                (:func:`~e5onnx.runtime.texts.has_prefix`).
+            truncate: cut a text over :attr:`max_length` tokens to ``[CLS]``, its first ``max_length - 2`` word
+                pieces and ``[SEP]`` (default), or refuse it.
+
+        Returns:
+            a :class:`~e5onnx.runtime.prepared.Prepared` of ``len(texts)`` texts.
+
+        Raises:
+            InvalidInputError: ``texts`` is not a str or an ordered iterable of them (None, bytes, a dict, a
+                set), or a bad ``kind`` or ``truncate``.
+        """
+        return self._prepare(as_list(texts), kind, flag("truncate", truncate))
+
+    def _prepare(self, texts, kind, truncate, first_index=0):
+        """:meth:`prepare` on a list; error indices count from ``first_index``."""
+        if kind not in KINDS:
+            raise InvalidInputError(f"kind must be 'query', 'passage' or None, got {kind!r}")
+        errors, good = [], []
+        for i, text in enumerate(texts):
+            reason = text_problem(text)
+            if reason:
+                errors.append(TextError(first_index + i, reason))
+            else:
+                good.append(i)
+        chosen = [texts[i] for i in good]
+        if kind is not None:
+            chosen = add_prefix(chosen, self.query_prefix if kind == "query" else self.passage_prefix)
+        ids = [[] for _ in texts]
+        for i, row in zip(good, self._tokenizer.encode(chosen, truncate)):
+            if len(row) > self.max_length:  # only when truncate is off
+                errors.append(TextError(first_index + i, f"{len(row)} tokens, over max_length {self.max_length}, "
+                                                         "and truncation is off"))
+            else:
+                ids[i] = row
+        errors.sort(key=lambda e: e.index)
+        return Prepared(ids, tuple(errors), kind, self._tokenizer)
+
+    def run(self, prepared, normalize=True, batch_size=DEFAULT_BATCH_SIZE, token_budget=None):
+        """Embed what :meth:`prepare` made: run the graph, masked mean pooling, L2 normalisation.
+
+        Several Prepared (e.g. queued requests) are run together: their texts are sorted by length and packed
+        greedily into forward passes of at most ``batch_size`` texts and ``token_budget`` padded tokens
+        (:func:`~e5onnx.runtime.packing.plan_passes`); each gets its own vectors back. Vectors do not depend on
+        the packing beyond float rounding. The ids are not checked again: this Embedder's tokenizer made them.
+
+        Args:
+            prepared: a :class:`~e5onnx.runtime.prepared.Prepared` from this Embedder, or a list of them.
+            normalize: L2-normalise (default); False gives the masked mean-pooled ``last_hidden_state``. One bool
+                for all, or one per Prepared.
+            batch_size: most texts per forward pass, a positive int.
+            token_budget: most padded tokens per forward pass (default :data:`~e5onnx.config.TOKEN_BUDGET`).
+
+        Returns:
+            ``(n, dim)`` float32 for one Prepared of ``n`` texts (dim 384 for e5-small; unit rows when
+            normalised), or a list of such arrays, one per Prepared.
+
+        Raises:
+            TextError: a Prepared holds a refused text (the first one, by index).
+            InvalidInputError: a Prepared from another Embedder, or a bad ``normalize``, ``batch_size`` or
+                ``token_budget``.
+            E5OnnxError: onnxruntime failed or the model produced non-finite values (a broken graph).
+        """
+        parts, flags = parts_of(prepared, normalize)
+        batch_size = whole_number("batch_size", batch_size)
+        if token_budget is not None:
+            token_budget = whole_number("token_budget", token_budget)
+        for part in parts:
+            if part.owner is not self._tokenizer:
+                raise InvalidInputError("this Prepared was made by another Embedder: prepare the texts with this one")
+            part.raise_errors()
+        out = self._run(parts, flags, batch_size, token_budget)
+        return out[0] if isinstance(prepared, Prepared) else out
+
+    def _run(self, parts, flags, batch_size, token_budget, first_index=0):
+        """:meth:`run` on checked parts; ``first_index`` is the caller's index of the first text (for errors)."""
+        rows = [row for part in parts for row in part.input_ids]
+        pooled = self._embed_rows(rows, batch_size, first_index, normalize=False, token_budget=token_budget)
+        out, start = [], 0
+        for part, norm in zip(parts, flags):
+            vectors = pooled[start:start + len(part)]
+            out.append(l2_normalize(vectors) if norm else vectors)
+            start += len(part)
+        return out
 
     def tokenize(self, texts, truncate=True):
         """Token ids of each text exactly as :meth:`embed` feeds them (special tokens included).
@@ -148,18 +249,29 @@ class Embedder:
         Raises:
             InvalidInputError: as :meth:`embed`.
         """
-        return self.tokenizer.encode(as_text_list(texts), flag("truncate", truncate))
+        prepared = self.prepare(texts, truncate=truncate)
+        prepared.raise_errors()
+        return prepared.input_ids
+
+    def pad(self, rows, dtype=np.int64):
+        """The graph's inputs for token-id rows (from :meth:`tokenize`), padded to the longest with the pad id.
+
+        Returns:
+            ``(input_ids, attention_mask)``, both ``(len(rows), longest)`` of ``dtype`` (attention_mask 1 for
+            real tokens, 0 for padding); what calibration and profiling feed a graph.
+        """
+        return self._tokenizer.pad(rows, dtype)
 
     def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, token_budget=None):
-        """Embed texts as given (no prefix added).
+        """Embed texts as given (no prefix added): :meth:`prepare` then :meth:`run`, in chunks.
 
         Texts are tokenised, sorted by length and packed greedily into forward passes of at most
         ``batch_size`` texts and :data:`~e5onnx.config.TOKEN_BUDGET` padded tokens (texts x longest text of
         the pass; a longer text runs alone), see :func:`plan_passes`; results come back in input order and
         do not depend on the packing beyond float rounding. A text over :attr:`max_length` tokens is
         truncated to ``[CLS]``, its first ``max_length - 2`` word pieces and ``[SEP]``, or refused when
-        ``truncate=False``. An empty or
-        whitespace-only text is embedded as ``[CLS] [SEP]``.
+        ``truncate=False``. An empty or whitespace-only text is embedded as ``[CLS] [SEP]``. Texts are
+        tokenised :data:`~e5onnx.config.TOKENIZE_CHUNK` at a time, to bound memory on huge inputs.
 
         Args:
             texts: a ``str`` (one text) or an iterable of ``str``.
@@ -173,31 +285,47 @@ class Embedder:
             ``(n, dim)`` float32 (dim 384 for e5-small), each row of unit L2 norm; ``(0, dim)`` for no texts.
 
         Raises:
-            InvalidInputError: a non-``str`` item (``None``, bytes, ...), a lone surrogate, an over-long
-                text with ``truncate=False`` (each naming the index), or a bad ``batch_size``.
+            TextError: a non-``str`` item (``None``, bytes, ...), a lone surrogate, or an over-long text with
+                ``truncate=False``; the message names the index (an InvalidInputError).
+            InvalidInputError: a bad ``texts`` container, ``batch_size`` or ``token_budget``.
             E5OnnxError: the model produced non-finite values (a broken graph).
         """
-        return self._embed(as_text_list(texts), batch_size, truncate, token_budget)
+        return self._embed(texts, None, batch_size, truncate, token_budget)
 
-    def _embed(self, texts, batch_size, truncate, token_budget=None):
-        """:meth:`embed` on a list already checked by :func:`as_text_list`."""
+    def _embed(self, texts, kind, batch_size, truncate, token_budget=None):
+        """:meth:`embed` with the ``kind`` prefix, in chunks of :data:`~e5onnx.config.TOKENIZE_CHUNK` texts."""
+        texts = as_text_list(texts)  # every item checked before anything is computed
         batch_size = whole_number("batch_size", batch_size)
         if token_budget is not None:
             token_budget = whole_number("token_budget", token_budget)
         truncate = flag("truncate", truncate)
-        if not truncate:  # refuse before computing anything
-            for start in range(0, len(texts), TOKENIZE_CHUNK):
-                self.tokenizer.encode(texts[start:start + TOKENIZE_CHUNK], False, first_index=start)
+        chunks = range(0, len(texts), TOKENIZE_CHUNK)
+        if not truncate:  # refuse an over-long text before computing anything
+            for start in chunks:
+                self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, False, start).raise_errors()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), TOKENIZE_CHUNK):
-            chunk = texts[start:start + TOKENIZE_CHUNK]
-            rows = self.tokenizer.encode(chunk, truncate=True, first_index=start)
-            out[start:start + len(rows)] = self._embed_rows(rows, batch_size, start, token_budget=token_budget)
+        for start in chunks:
+            prepared = self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, True, start)
+            out[start:start + len(prepared)] = self._run([prepared], [True], batch_size, token_budget, start)[0]
         return out
 
+    def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+        """Embed search queries: :attr:`query_prefix` (``"query: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
+
+        Returns and raises as :meth:`embed`.
+        """
+        return self._embed(texts, "query", batch_size, truncate)
+
+    def embed_passages(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+        """Embed documents: :attr:`passage_prefix` (``"passage: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
+
+        Returns and raises as :meth:`embed`.
+        """
+        return self._embed(texts, "passage", batch_size, truncate)
+
     def embed_token_ids(self, rows, batch_size=DEFAULT_BATCH_SIZE, normalize=True):
-        """Embed texts already tokenised by :meth:`tokenize` (special tokens included), e.g. by a server that
-        counts tokens before it batches requests. Same vectors as :meth:`embed` on the texts.
+        """Embed ids tokenised elsewhere (special tokens included, e.g. by the same ``tokenizer.json``): every id
+        is checked against the vocabulary first. For texts, :meth:`prepare` + :meth:`run` skip that check.
 
         Args:
             rows: list of token-id lists, each 1 to :attr:`max_length` ids, each id in the vocabulary.
@@ -211,8 +339,7 @@ class Embedder:
             InvalidInputError: a row that is not a non-empty list of ints in the vocabulary or is longer
                 than :attr:`max_length` (the message names its index), or a bad ``batch_size``.
         """
-        batch_size = whole_number("batch_size", batch_size)
-        vocab = self.tokenizer.vocab_size
+        vocab = self._tokenizer.vocab_size
         if isinstance(rows, (str, bytes)) or not isinstance(rows, (list, tuple)):
             raise InvalidInputError(f"rows must be a list of token-id lists, got {type(rows).__name__}")
         for i, row in enumerate(rows):
@@ -224,9 +351,8 @@ class Embedder:
             if not all(type(t) is int and 0 <= t < vocab for t in row):
                 raise InvalidInputError(f"rows[{i}] holds a token id that is not an int from 0 to {vocab - 1}",
                                         index=i)
-        if not rows:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return self._embed_rows([list(r) for r in rows], batch_size, 0, flag("normalize", normalize))
+        return self.run(Prepared([list(r) for r in rows], owner=self._tokenizer), flag("normalize", normalize),
+                        batch_size)
 
     def _embed_rows(self, rows, batch_size, first_index, normalize=True, token_budget=None):
         """Vectors of valid token-id rows, packed into forward passes by :func:`plan_passes`.
@@ -250,22 +376,8 @@ class Embedder:
             out[part] = self._forward([rows[i] for i in part], [first_index + i for i in part], normalize)
         return out
 
-    def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
-        """Embed search queries: :attr:`query_prefix` (``"query: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
-
-        Returns and raises as :meth:`embed`.
-        """
-        return self._embed(add_prefix(as_text_list(texts), self.query_prefix), batch_size, truncate)
-
-    def embed_passages(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
-        """Embed documents: :attr:`passage_prefix` (``"passage: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
-
-        Returns and raises as :meth:`embed`.
-        """
-        return self._embed(add_prefix(as_text_list(texts), self.passage_prefix), batch_size, truncate)
-
     def _forward(self, rows, where, normalize=True):
-        input_ids, attention_mask = self.tokenizer.pad(rows, self.encoder.id_dtype)
+        input_ids, attention_mask = self._tokenizer.pad(rows, self.encoder.id_dtype)
         hidden = self.encoder.run(input_ids, attention_mask)
         vectors = mean_pool(hidden, attention_mask)
         if normalize:

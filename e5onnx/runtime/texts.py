@@ -7,10 +7,10 @@ Accepted input: a single ``str`` (one text) or an iterable of ``str``. Everythin
 import json
 import sys
 import unicodedata
-from pathlib import Path
 from collections.abc import Mapping, Set
+from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, TextError
 
 
 def as_text_list(texts):
@@ -21,42 +21,54 @@ def as_text_list(texts):
             array, pandas Series) of ``str``.
 
     Raises:
+        InvalidInputError: the container is unusable (see :func:`as_list`).
+        TextError: the first item that is not a ``str`` (``None``, ``bytes``, numbers, ...) or holds a lone
+            surrogate (not encodable as UTF-8); the message names the item's index.
+    """
+    texts = as_list(texts)
+    for i, text in enumerate(texts):
+        reason = text_problem(text)
+        if reason:
+            raise TextError(i, reason)
+    return texts
+
+
+def as_list(texts):
+    """``texts`` as a list, its items not yet checked (see :func:`text_problem`).
+
+    Raises:
         InvalidInputError: ``texts`` is ``None``, ``bytes``, not iterable, a mapping (dict: its keys would
-            be embedded), a set (no order), or a table (pandas DataFrame: its column names would be
-            embedded); or an item is not a ``str``
-            (``None``, ``bytes``, numbers, ...) or holds a lone surrogate (not encodable as UTF-8).
-            The message names the item's index.
+            be embedded), a set (no order), or a table (pandas DataFrame: its column names would be embedded).
     """
     if isinstance(texts, str):
-        texts = [texts]
-    elif texts is None or isinstance(texts, (bytes, bytearray, memoryview)):
+        return [texts]
+    if texts is None or isinstance(texts, (bytes, bytearray, memoryview)):
         raise InvalidInputError(
             f"texts must be a str or a list of str, got {type(texts).__name__}"
             + ("; decode bytes to str first" if texts is not None else "")
         )
-    elif isinstance(texts, (Mapping, Set)) or hasattr(texts, "columns"):
+    if isinstance(texts, (Mapping, Set)) or hasattr(texts, "columns"):
         hint = {"DataFrame": "; pass one column, e.g. df['text']"}.get(type(texts).__name__, "")
         raise InvalidInputError(
             f"texts must be a str or an ordered list of str, got {type(texts).__name__} "
             f"(a mapping, set or table would be embedded by its keys or in no fixed order){hint}"
         )
-    else:
-        try:
-            texts = list(texts)
-        except TypeError:
-            raise InvalidInputError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            hint = "; decode bytes to str first" if isinstance(text, (bytes, bytearray)) else ""
-            raise InvalidInputError(f"texts[{i}]: expected str, got {type(text).__name__}{hint}", index=i)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidInputError(
-                f"texts[{i}]: lone surrogate {text[exc.start]!r} at character {exc.start} "
-                "is not valid Unicode text", index=i
-            ) from None
-    return texts
+    try:
+        return list(texts)
+    except TypeError:
+        raise InvalidInputError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
+
+
+def text_problem(text):
+    """Why ``text`` cannot be embedded (``"expected str, got NoneType"``, a lone surrogate), or ``None``."""
+    if not isinstance(text, str):
+        hint = "; decode bytes to str first" if isinstance(text, (bytes, bytearray)) else ""
+        return f"expected str, got {type(text).__name__}{hint}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"lone surrogate {text[exc.start]!r} at character {exc.start} is not valid Unicode text"
+    return None
 
 
 def has_prefix(text, prefix):

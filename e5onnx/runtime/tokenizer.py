@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..errors import InvalidInputError, ModelFolderError
-
+from ..errors import ModelFolderError
 
 #: Characters kept per token of max length before tokenising a very long text (WordPiece averages ~4-5).
 CHARS_PER_TOKEN_BUDGET = 32
@@ -62,20 +61,16 @@ class TextTokenizer:
         # Texts longer than this many characters are cut at a space before tokenising (see _encode_long).
         self.char_budget = CHARS_PER_TOKEN_BUDGET * self.max_length
 
-    def encode(self, texts, truncate=True, first_index=0):
+    def encode(self, texts, truncate=True):
         """Token ids of each text, special tokens included.
 
         Args:
             texts: list of validated ``str``.
-            truncate: cut each text to ``max_length`` tokens; when False, a longer text is refused.
-            first_index: index of ``texts[0]`` in the caller's list, for error messages.
+            truncate: cut each text to ``max_length`` tokens; when False, every token is kept (the caller
+                refuses the rows over ``max_length``).
 
         Returns:
             list of lists of int.
-
-        Raises:
-            InvalidInputError: ``truncate`` is False and ``texts[i]`` has more than ``max_length`` tokens
-                (the message gives the index and the token count).
         """
         if not texts:
             return []
@@ -90,13 +85,6 @@ class TextTokenizer:
             for i, text in enumerate(texts):
                 if isinstance(text, _Head) and len(ids[i]) < self.max_length:  # the head was too short
                     ids[i] = self._truncating.encode(text.full, add_special_tokens=True).ids
-        else:
-            for i, row in enumerate(ids):
-                if len(row) > self.max_length:
-                    raise InvalidInputError(
-                        f"texts[{first_index + i}] has {len(row)} tokens, over max_length {self.max_length}, "
-                        "and truncation is off", index=first_index + i
-                    )
         return ids
 
     def _head(self, text):
