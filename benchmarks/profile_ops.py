@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from e5onnx.config import ORT_DISABLED_OPTIMIZERS
-from e5onnx.runtime.manifest import read_manifest
+from e5onnx.config import ORT_DISABLED_OPTIMIZERS, VARIANT_BACKENDS
+from e5onnx.runtime.manifest import Manifest
 from e5onnx.runtime.session import make_feed, session_options
 
 
@@ -61,11 +61,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args(argv)
-    manifest = read_manifest(args.model)
-    for name, entry in manifest["variants"].items():
-        if entry.get("backend", "onnxruntime") != "onnxruntime":
+    manifest = Manifest.read(args.model)
+    for name, entry in manifest.variants.items():
+        if name in VARIANT_BACKENDS:  # not run by onnxruntime
             continue
-        ms, shares = profile(Path(args.model) / entry["file"], args.batch, args.seq, args.threads, args.runs)
+        ms, shares = profile(Path(args.model) / entry.file, args.batch, args.seq, args.threads, args.runs)
         top = ", ".join(f"{op} {100 * s:.0f}% ({ms_op:.1f} ms)" for op, (s, ms_op) in list(shares.items())[:8])
         print(f"{name:10s} {ms:8.1f} ms/run (profiling on)  {top}")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from e5onnx.bench.report import PEER, targets, vs_roofline  # noqa: E402 - after the path is set
-from e5onnx.runtime.manifest import write_text_atomic  # noqa: E402
+from e5onnx.runtime.atomic import write_text_atomic  # noqa: E402
 
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"

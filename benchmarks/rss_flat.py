@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from e5onnx.runtime import Embedder
-from e5onnx.runtime.manifest import write_json_atomic
+from e5onnx.runtime.atomic import write_json_atomic
 
 WORDS = ("protein cell membrane transport of ions regulates the expression gene patients were randomised "
          "trial results showed significant reduction risk mortality").split()

@@ -48,7 +48,7 @@ OVERHEAD_TARGET_MS = 0.5
 #: Server RSS growth after request 1,000, percent (issue 3).
 RSS_GROWTH_TARGET_PCT = 10
 from e5onnx.runtime import Embedder
-from e5onnx.runtime.manifest import write_json_atomic
+from e5onnx.runtime.atomic import write_json_atomic
 
 def free_port():
     with socket.socket() as s:

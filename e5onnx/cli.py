@@ -158,28 +158,29 @@ def _cmd_verify(args):
 
 
 def _summary(manifest):
-    from .runtime.embedder import variant_file
-
+    """What ``e5onnx info`` prints: the recipe, which variant ``auto`` picks here and why not the others, each
+    variant's file, size (bytes), parity figures and (int8) gate and weight form."""
+    reasons = dict(manifest.usable_variants())
+    variants = {}
+    for name, v in manifest.variants.items():
+        entry = {"file": v.file, "size_bytes": manifest.files[v.file].size if v.file in manifest.files else None,
+                 "parity_passed": v.parity_passed, "max_abs_diff": v.parity.get("max_abs_diff"),
+                 "min_cosine": v.parity.get("min_cosine"), "mean_cosine": v.parity.get("mean_cosine"),
+                 "auto_may_use": reasons.get(name) is None, "auto_skips_because": reasons.get(name)}
+        if v.quantization is not None:
+            gate = v.gate
+            entry["int8_gate"] = {"passed": gate.get("passed"), "cpu_kind": v.gated_cpu_kind,
+                                  **{k: gate.get(k) for k in ("mean_cosine", "min_cosine", "batch_invariance_min_cosine")}}
+            entry["weight_form"] = v.quantization.get("weight_form")
+        variants[name] = entry
+    src = manifest.source
     return {
-        "source": manifest.get("source", {}),
-        "embedding_dim": manifest["embedding_dim"],
-        "max_length": manifest["max_length"],
-        "pooling": manifest.get("pooling"),
-        "normalization": manifest.get("normalization"),
-        "prefixes": manifest.get("prefixes"),
-        "opset": manifest.get("opset"),
-        "variants": {
-            name: {
-                "file": variant_file(manifest, name),
-                "size_bytes": manifest["files"].get(variant_file(manifest, name), {}).get("size"),
-                "parity_passed": v.get("parity", {}).get("passed"),
-                "max_abs_diff": v.get("parity", {}).get("max_abs_diff"),
-                "min_cosine": v.get("parity", {}).get("min_cosine"),
-                "mean_cosine": v.get("parity", {}).get("mean_cosine"),
-            }
-            for name, v in manifest["variants"].items()
-        },
-        "created_at": manifest.get("created_at"),
+        "source": {"id": src.id, "revision": src.revision, "path": src.path},
+        "embedding_dim": manifest.embedding_dim, "max_length": manifest.max_length,
+        "pooling": manifest.record.get("pooling"), "normalization": manifest.record.get("normalization"),
+        "prefixes": manifest.prefixes, "opset": manifest.record.get("opset"),
+        "auto_variant": manifest.choose_variant("auto"), "variants": variants,
+        "created_at": manifest.record.get("created_at"),
     }
 
 
@@ -187,7 +188,7 @@ def _cmd_info(args):
     from .runtime.folder import fetch_model_folder
 
     _, manifest = fetch_model_folder(args.folder, lambda m: [])
-    print(json.dumps(manifest if args.full else _summary(manifest), indent=2, ensure_ascii=False))
+    print(json.dumps(manifest.to_dict() if args.full else _summary(manifest), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -216,7 +217,7 @@ def _cmd_embed(args):
         name = "<stdin>" if args.input == "-" else args.input
         raise InvalidInputError(f"{exc} (line {exc.index + 1} of {name})", exc.index) from None
     if output is not None:
-        from .runtime.manifest import write_npy_atomic
+        from .runtime.atomic import write_npy_atomic
 
         try:
             write_npy_atomic(output, vectors)

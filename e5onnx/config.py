@@ -34,6 +34,9 @@ VARIANT_FILES = {
     "bf16": "model.onnx",  # the fp32 graph, run by OpenVINO in bfloat16
 }
 VARIANTS = tuple(VARIANT_FILES)
+#: Variants in the order ``Embedder.load(variant="auto")`` tries them: fastest first (measured in
+#: benchmarks/results/; :meth:`~e5onnx.runtime.manifest.Manifest.usable_variants`).
+AUTO_ORDER = ("bf16", "int8", "optimized", "fp32")
 #: Variants not run by onnxruntime: variant -> (backend, precision).
 VARIANT_BACKENDS = {"bf16": ("openvino", "bf16")}
 

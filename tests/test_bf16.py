@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 
 from e5onnx.config import MANIFEST_FILE
-from e5onnx.errors import BackendUnavailableError, ExportError
+from e5onnx.errors import BackendUnavailableError, ExportError, ModelFolderError
 from e5onnx.export import export_model
 from e5onnx.runtime import Embedder, cpu
-from e5onnx.runtime.variants import auto_candidates, choose_variant
-from e5onnx.runtime.openvino_session import OpenVinoEncoder, has_native_bf16, model_cache_dir, openvino_available
+from e5onnx.runtime.manifest import Manifest
+from e5onnx.runtime.openvino_session import (
+    OpenVinoEncoder,
+    has_native_bf16,
+    model_cache_dir,
+    openvino_available,
+)
+from e5onnx.runtime.variants import Host
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (e5onnx[openvino])")
 TEXTS = ["query: how long do cats sleep", "passage: Cats sleep 12 to 16 hours a day. " * 5, "", "東京"]
@@ -45,13 +51,13 @@ def test_bf16_variant_is_recorded_and_close_to_fp32(bf16_export):
 
 @needs_openvino
 def test_auto_uses_bf16_only_where_the_cpu_has_it(bf16_export, monkeypatch):
-    manifest = json.loads((bf16_export / MANIFEST_FILE).read_text())
+    manifest = Manifest.read(bf16_export)
     monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2", "avx512_bf16"]})
-    assert choose_variant(manifest, "auto") == "bf16"
+    assert manifest.choose_variant("auto") == "bf16"
     monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2"]})
-    reasons = dict(auto_candidates(manifest))
-    assert "no native bf16" in reasons["bf16"]
-    assert choose_variant(manifest, "auto") != "bf16"
+    reasons = dict(manifest.usable_variants())
+    assert reasons["bf16"] == "this CPU has no native bf16 (AMX-BF16 / AVX512-BF16)"
+    assert manifest.choose_variant("auto") != "bf16"
 
 
 def test_without_openvino_bf16_is_a_clear_error(tiny_export, monkeypatch, tmp_path, tiny_bert_dir):
@@ -71,21 +77,29 @@ def test_broken_openvino_install_makes_auto_fall_back(tiny_export, tmp_path, mon
     monkeypatch.syspath_prepend(str(tmp_path / "fake"))
     monkeypatch.delitem(sys.modules, "openvino", raising=False)
     assert not openvino_available()
-    manifest = json.loads((tiny_export / MANIFEST_FILE).read_text())
-    manifest["variants"]["bf16"] = {"file": "model.onnx", "backend": "openvino", "parity": {"passed": True}}
-    kind = manifest["variants"]["int8"]["quantization"]["cpu_kind"]  # the CPU the tiny export was gated on
+    data = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    data["variants"]["bf16"] = {"file": "model.onnx", "backend": "openvino", "parity": {"passed": True}}
+    manifest = Manifest.from_dict(data)
+    kind = manifest.variants["int8"].gated_cpu_kind  # the CPU the tiny export was gated on
     monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx512_bf16"]})
-    assert "not installed" in dict(auto_candidates(manifest, kind))["bf16"]
-    assert choose_variant(manifest, "auto", kind) == "int8"
+    host = Host.this(kind)
+    assert "not installed" in dict(manifest.usable_variants(host))["bf16"]
+    assert manifest.choose_variant("auto", host) == "int8"
     with pytest.raises(BackendUnavailableError, match="libopenvino.so"):
         Embedder(tiny_export / "model.onnx", tiny_export / "tokenizer.json", max_length=128, variant="bf16")
 
 
-def test_auto_tolerates_hand_edited_int8_entries(tiny_export):
-    manifest = json.loads((tiny_export / MANIFEST_FILE).read_text())
-    for broken in (None, {"gate": None}, {"gate": {"passed": "false"}}):
-        manifest["variants"]["int8"]["quantization"] = broken
-        assert choose_variant(manifest, "auto") == "optimized"
+def test_hand_edited_int8_entries_are_refused_or_not_chosen(tiny_export):
+    data = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    data["variants"]["int8"]["quantization"] = None  # no record of the gate: auto does not pick int8
+    manifest = Manifest.from_dict(data)
+    assert manifest.choose_variant("auto") == "optimized"
+    assert dict(manifest.usable_variants())["int8"] == "it was not built under the INT8 quality gate"
+    for broken in ({"gate": None}, {"gate": {"passed": "false"}}):
+        data["variants"]["int8"]["quantization"] = broken
+        with pytest.raises(ModelFolderError, match=r"variants\['int8'\]\['quantization'\]\['gate'\] must be an object "
+                                                  "whose 'passed' is true or false"):
+            Manifest.from_dict(data, "m.json")
 
 
 def test_model_cache_dir_follows_the_environment(monkeypatch, tmp_path):

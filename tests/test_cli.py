@@ -482,7 +482,7 @@ def test_module_stdin_invalid_utf8_and_no_truncate(tiny_export):
                         "--no-truncate"], input=("short\n" + LONG + "\n").encode())
     assert proc.returncode == 1
     err = proc.stderr.decode()
-    assert "texts[1] has 202 tokens" in err and "max_length 128" in err
+    assert "texts[1]: 202 tokens" in err and "max_length 128" in err
     assert proc.stdout == b""
 
 
@@ -551,7 +551,7 @@ def test_no_truncate_error_names_the_input_line(capsys, tmp_path, tiny_export):
     path.write_text("short\n" + "hello " * 300 + "\n")
     code, out, err = run_cli(capsys, "embed", tiny_export, "--input", path, "--no-truncate")
     assert code == 1
-    assert "texts[1] has 302 tokens, over max_length 128, and truncation is off" in err
+    assert "texts[1]: 302 tokens, over max_length 128, and truncation is off" in err
     assert f"(line 2 of {path})" in err
 
 

@@ -221,7 +221,7 @@ def test_max_length_defaults_to_sentence_transformers_setting(tmp_path, tiny_ber
     shutil.copytree(tiny_bert_dir, src)
     (src / "sentence_bert_config.json").write_text('{"max_seq_length": 64, "do_lower_case": false}')
     m = export_model(str(src), tmp_path / "out")
-    assert m["max_length"] == 64
+    assert m.max_length == 64
 
 
 def test_verify_needs_a_local_export(tmp_path, capsys):

@@ -167,7 +167,7 @@ def test_load_from_cache_equals_local_folder(hub):
                 v = e.embed(texts)
                 result[f"{variant}@{revision}"] = {
                     "variant": e.variant, "diff": float(np.abs(v - ref).max()), "shape": list(v.shape),
-                    "model_path": str(e.model_path), "manifest_equal": e.manifest == json.load(
+                    "model_path": str(e.model_path), "manifest_equal": e.manifest.to_dict() == json.load(
                         open(os.path.join(local, "manifest.json"), encoding="utf-8")),
                 }
         emit(result)
@@ -318,7 +318,7 @@ def hub_export(hub):
         parent = sys.argv[1]
         manifest = export_model(sys.argv[2], os.path.join(parent, "tiny"), max_length=128, threads=1)
         missing = error_of(export_model, sys.argv[3], os.path.join(parent, "missing"), max_length=128)
-        emit({"manifest": manifest, "missing": missing})
+        emit({"manifest": manifest.to_dict(), "missing": missing})
         """, parent, SOURCE_REPO, ABSENT_REPO)
     out["parent"] = parent
     return out

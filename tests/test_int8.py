@@ -14,7 +14,8 @@ from e5onnx.errors import ExportError
 from e5onnx.export import export_model, int8, int8_gate, int8_graph
 from e5onnx.runtime import Embedder
 from e5onnx.runtime.cpu import cpu_kind, int8_saturates
-from e5onnx.runtime.variants import choose_variant
+from e5onnx.runtime.manifest import Manifest
+from e5onnx.runtime.variants import Host
 
 
 def _one_matmul(path, w, b, opset=18, gelu=False):
@@ -147,8 +148,8 @@ def test_cpu_kind_rules():
 
 
 def test_export_records_the_gate(e5_export):
-    manifest = json.loads((e5_export / MANIFEST_FILE).read_text())
-    q = manifest["variants"]["int8"]["quantization"]
+    manifest = Manifest.read(e5_export)
+    q = manifest.variants["int8"].quantization
     assert q["name"] == "smoothquant-per-token-fused" and q["cpu_kind"] == cpu_kind()
     assert q["gate"]["passed"] and q["gate"]["batch_invariance_min_cosine"] >= 0.9999
     assert q["gate"]["min_cosine"] >= ParityTolerances().int8_min_cosine
@@ -168,7 +169,7 @@ def test_export_records_the_gate(e5_export):
     assert q["outlier_channels"] == 4 and ops.count("Gather") - 1 == ops.count("MatMul") == 12 * 2
     assert len(ops) <= 12 * 42 + 12  # 1,501 nodes before the fused recipe
     assert list(q["sensitivity"].values()) == sorted(q["sensitivity"].values(), reverse=True)
-    assert manifest["variants"]["int8"]["parity"]["single_vs_batch_max_abs_diff"] < 1e-5
+    assert manifest.variants["int8"].parity["single_vs_batch_max_abs_diff"] < 1e-5
 
 
 def test_int8_is_batch_invariant(e5_export):
@@ -180,14 +181,15 @@ def test_int8_is_batch_invariant(e5_export):
 
 
 def test_auto_prefers_gated_int8_on_the_same_cpu_kind(e5_export):
-    manifest = json.loads((e5_export / MANIFEST_FILE).read_text())
-    assert choose_variant(manifest, "auto") == "int8"
+    data = json.loads((e5_export / MANIFEST_FILE).read_text())
+    assert Manifest.from_dict(data).choose_variant("auto") == "int8"
     assert Embedder.load(e5_export, threads=1).variant == "int8"
-    assert choose_variant(manifest, "auto", kind="arm64") == "optimized"  # gated on another CPU kind
-    manifest["variants"]["int8"]["quantization"]["gate"]["passed"] = False
-    assert choose_variant(manifest, "auto") == "optimized"
-    del manifest["variants"]["optimized"]
-    assert choose_variant(manifest, "auto") == "fp32"
+    other = Host("arm64", native_bf16=False)
+    assert Manifest.from_dict(data).choose_variant("auto", other) == "optimized"  # gated on another CPU kind
+    data["variants"]["int8"]["quantization"]["gate"]["passed"] = False
+    assert Manifest.from_dict(data).choose_variant("auto") == "optimized"
+    del data["variants"]["optimized"]
+    assert Manifest.from_dict(data).choose_variant("auto") == "fp32"
 
 
 def test_gate_miss_keeps_the_most_sensitive_matmuls(tmp_path, tiny_bert_dir, monkeypatch):
@@ -195,7 +197,7 @@ def test_gate_miss_keeps_the_most_sensitive_matmuls(tmp_path, tiny_bert_dir, mon
     misses = iter([["forced miss"]] * (len(forms) + 1))
     monkeypatch.setattr(int8_gate, "judge", lambda figures, tolerances: next(misses, []))
     manifest = export_model(str(tiny_bert_dir), tmp_path / "m", quantize="int8", max_length=128)
-    q = manifest["variants"]["int8"]["quantization"]
+    q = manifest.variants["int8"].quantization
     assert q["matmuls_kept_fp32"] == list(q["sensitivity"])[:2]  # the two largest errors, in order
     assert [len(a["kept_fp32"]) for a in q["gate"]["attempts"]] == [0] * len(forms) + [1, 2]
     assert [a["form"] for a in q["gate"]["attempts"]] == [int8_gate.form_name(f) for f in forms] + [
@@ -218,7 +220,7 @@ def test_user_calibration_file(tmp_path, tiny_bert_dir):
     texts = tmp_path / "calib.txt"
     texts.write_text("\n".join(f"query: question {i} about things" for i in range(20)) + "\n", encoding="utf-8")
     manifest = export_model(str(tiny_bert_dir), tmp_path / "m", quantize="int8", max_length=128, calibration=texts)
-    calib = manifest["variants"]["int8"]["quantization"]["calibration"]
+    calib = manifest.variants["int8"].quantization["calibration"]
     assert calib["source"] == str(texts) and calib["calibration_texts"] == calib["validation_texts"] == 10
     few = tmp_path / "few.txt"
     few.write_text("one\ntwo\n\n \n", encoding="utf-8")

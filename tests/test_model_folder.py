@@ -3,11 +3,11 @@
 Every test that tampers with a folder works on a copy of the session-scoped ``tiny_export`` fixture.
 """
 
-import re
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -18,15 +18,16 @@ import numpy as np
 import pytest
 
 from e5onnx.config import MANIFEST_FILE, THREADS_ENV, TOKENIZER_FILE, VARIANT_FILES
-from e5onnx.errors import E5OnnxError, IntegrityError, InvalidInputError, ModelFolderError
-from e5onnx.runtime import cpu
-from e5onnx.runtime.embedder import Embedder
-from e5onnx.runtime.manifest import (
-    check_file,
-    read_manifest,
-    sha256_file,
-    write_json_atomic,
+from e5onnx.errors import (
+    E5OnnxError,
+    IntegrityError,
+    InvalidInputError,
+    ModelFolderError,
 )
+from e5onnx.runtime import cpu
+from e5onnx.runtime.atomic import write_json_atomic
+from e5onnx.runtime.embedder import Embedder
+from e5onnx.runtime.manifest import Manifest, check_file, sha256_file
 
 TEXTS = [
     "query: how much protein should a female eat",
@@ -94,7 +95,7 @@ def test_every_variant_loads_and_matches_fp32(folder):
 def test_load_accepts_a_str_path(folder):
     embedder = Embedder.load(str(folder), variant="fp32", threads=1)
     assert embedder.variant == "fp32"
-    assert embedder.manifest == _manifest(folder)
+    assert embedder.manifest.to_dict() == _manifest(folder)  # the typed manifest gives back the very JSON
 
 
 def test_revision_is_refused_for_a_local_folder(folder):
@@ -522,16 +523,16 @@ def test_write_json_atomic_failure_leaves_nothing(tmp_path):
 
 
 def test_read_manifest_of_the_fixture(tiny_export):
-    manifest = read_manifest(tiny_export)
-    assert manifest["format"] == "e5onnx-model"
-    assert manifest["format_version"] == 1
-    for name, entry in manifest["files"].items():
-        assert entry["size"] == (tiny_export / name).stat().st_size
-        assert entry["sha256"] == sha256_file(tiny_export / name)
+    manifest = Manifest.read(tiny_export)
+    assert manifest.to_dict() == json.loads((tiny_export / "manifest.json").read_text(encoding="utf-8"))
+    assert set(manifest.files) == {p.name for p in tiny_export.iterdir() if p.name != "manifest.json"}
+    for name, entry in manifest.files.items():
+        assert entry.size == (tiny_export / name).stat().st_size
+        assert entry.sha256 == sha256_file(tiny_export / name)
 
 
 def test_check_file(folder):
-    manifest = _manifest(folder)
+    manifest = Manifest.read(folder)
     assert check_file(folder, "model.onnx", manifest) == folder / "model.onnx"
     assert check_file(str(folder), TOKENIZER_FILE, manifest, verify_checksum=False) == folder / TOKENIZER_FILE
 
@@ -549,15 +550,17 @@ def test_check_file(folder):
     assert "extra.onnx" in str(info.value) and "not listed" in str(info.value)
 
     # size mismatch
-    bad = json.loads(json.dumps(manifest))
+    bad = _manifest(folder)
     bad["files"]["model.onnx"]["size"] += 1
+    bad = Manifest.from_dict(bad)
     with pytest.raises(IntegrityError, match="bytes"):
         check_file(folder, "model.onnx", bad)
     assert check_file(folder, "model.onnx", bad, verify_checksum=False) == folder / "model.onnx"
 
     # sha256 mismatch
-    bad = json.loads(json.dumps(manifest))
+    bad = _manifest(folder)
     bad["files"]["model.onnx"]["sha256"] = "0" * 64
+    bad = Manifest.from_dict(bad)
     with pytest.raises(IntegrityError, match="sha256"):
         check_file(folder, "model.onnx", bad)
     assert check_file(folder, "model.onnx", bad, verify_checksum=False) == folder / "model.onnx"

@@ -16,14 +16,21 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import TOKEN_BUDGET, VARIANT_FILES, VARIANTS
+from ..config import TOKEN_BUDGET, VARIANTS
 from ..environment import describe
-from ..runtime.manifest import read_manifest, write_json_atomic
+from ..runtime.atomic import write_json_atomic
+from ..runtime.manifest import Manifest
 from . import contenders as C
 from . import roofline
 from .probe import cold_start_and_rss
 from .quality import scifact_ndcg10, stsb_per_contender
-from .report import mixed_markdown, plot, roofline_markdown, targets_markdown, vs_roofline
+from .report import (
+    mixed_markdown,
+    plot,
+    roofline_markdown,
+    targets_markdown,
+    vs_roofline,
+)
 from .speed import agreement, measure_mixed, measure_passages, measure_queries
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -39,7 +46,7 @@ def workload(n_passages, n_queries, folder=SCIFACT):
         _, docs, _, queries, _ = read_scifact(folder)
         return (["passage: " + d for d in docs[:n_passages]], ["query: " + q for q in queries[:n_queries]],
                 "SciFact test (BEIR)")
-    words = "the cell membrane regulates transport of ions and small molecules across the lipid bilayer".split()
+    words = ["the", "cell", "membrane", "regulates", "transport", "of", "ions", "and", "small", "molecules", "across", "the", "lipid", "bilayer"]
     passages = ["passage: " + " ".join(words[j % len(words)] for j in range(5 + (i * 37) % 300))
                 for i in range(n_passages)]
     return passages, [f"query: what regulates ion transport {i}" for i in range(n_queries)], "synthetic"
@@ -58,7 +65,7 @@ def long_passage(tokenize, target=MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400
 
         docs = ["passage: " + d for d in read_scifact(folder)[1][:scan]]
     else:
-        words = "the cell membrane regulates transport of ions and small molecules across the lipid bilayer".split()
+        words = ["the", "cell", "membrane", "regulates", "transport", "of", "ions", "and", "small", "molecules", "across", "the", "lipid", "bilayer"]
         docs = ["passage: " + " ".join(words[j % len(words)] for j in range(n)) for n in range(50, 600, 10)]
     lengths = [len(ids) for ids in tokenize(docs)]
     best = min(range(len(docs)), key=lambda i: abs(lengths[i] - target))
@@ -80,12 +87,11 @@ def environment(threads):
 def model_size_mb(spec, manifest):
     """Size of the weights file a contender loads, MB (10^6 bytes)."""
     if spec["kind"] == "torch":
-        weights = manifest.get("source", {}).get("weights", {})
-        return sum(w["size"] for w in weights.values()) / 1e6 if weights else None
+        weights = manifest.source.weights
+        return sum(w.size for w in weights.values()) / 1e6 if weights else None
     if spec["kind"] == "st":
         return (Path(spec["st_dir"]) / C.ST_FILES[spec["name"]]).stat().st_size / 1e6
-    name = VARIANT_FILES.get(spec.get("variant", "fp32"))
-    return manifest["files"][name]["size"] / 1e6
+    return manifest.files[manifest.variant_file(spec.get("variant", "fp32"))].size / 1e6
 
 
 def markdown(result):
@@ -139,9 +145,9 @@ def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries
     """
     if quick:
         repeats, passages, queries, batch_sizes, scifact = 1, 16, 4, (1, 8), False
-    manifest = read_manifest(model_dir)
+    manifest = Manifest.read(model_dir)
     if source is None:
-        source = manifest.get("source", {}).get("path")
+        source = manifest.source.path
     st_tmp, skipped = _sentence_transformers_folder(source, skip, threads)
     try:
         result = _measure(model_dir, manifest, source, threads, repeats, passages, queries, batch_sizes, quick,
@@ -182,11 +188,9 @@ def _sentence_transformers_folder(source, skip, threads):
 def _measure(model_dir, manifest, source, threads, repeats, passages, queries, batch_sizes, quick, skip, quality,
              scifact, label, st_dir, skipped):
     """Build the contenders and measure everything (see :func:`run`); returns the result dict."""
-    from ..runtime.variants import choose_variant
-
     texts, qs, name = workload(passages, queries)
-    variants = [v for v in VARIANTS if v in manifest["variants"]]
-    all_specs = C.specs(model_dir, source, threads, manifest["max_length"], manifest["embedding_dim"], variants, skip,
+    variants = [v for v in VARIANTS if v in manifest.variants]
+    all_specs = C.specs(model_dir, source, threads, manifest.max_length, manifest.embedding_dim, variants, skip,
                         st_dir=st_dir)
     cs = [C.build(s) for s in all_specs]
     ours = [c for c in cs if c.name.startswith("e5onnx")]
@@ -197,7 +201,7 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
     result = {
         "model": str(model_dir), "label": label, "workload": f"{name}: {len(texts)} passages ({tokens} tokens), {len(qs)} queries",
         "repeats": repeats, "environment": environment(threads), "skipped": skipped,
-        "auto_variant": choose_variant(manifest, "auto"),
+        "auto_variant": manifest.choose_variant("auto"),
         "roofline": roofline.measure(threads, **roofline.shape_from_config(model_dir), passage_m=TOKEN_BUDGET,
                                      query_m=query_tokens, min_seconds=0.05 if quick else 0.5),
         "agreement": agreement(cs, texts[:64], reference),
@@ -227,7 +231,7 @@ def _scifact(contenders):
     for c in contenders:
         if c.name.startswith("e5onnx"):
             started = time.perf_counter()
-            embed = lambda texts, e=c.embedder: e.embed(texts)  # noqa: E731 - MTEB scores MiniLM without prefixes
+            embed = lambda texts, e=c.embedder: e.embed(texts)
             out[c.name] = {"ndcg_at_10": scifact_ndcg10(embed, embed, SCIFACT),
                            "seconds": time.perf_counter() - started}
     return out

@@ -22,8 +22,6 @@ from ..config import (
     DEFAULT_MODEL_ID,
     DEFAULT_OPSET,
     MANIFEST_FILE,
-    MANIFEST_FORMAT,
-    MANIFEST_VERSION,
     OPTIMIZATION_LEVELS,
     OUTPUT_NAME,
     PASSAGE_PREFIX,
@@ -34,15 +32,16 @@ from ..config import (
     VARIANT_FILES,
     ParityTolerances,
 )
-from ..errors import E5OnnxError, ExportError, ModelFolderError
 from ..environment import describe, package_versions
-from ..runtime.cpu import cpu_kind
-from ..runtime.openvino_session import openvino_available
-from ..runtime.embedder import Embedder
+from ..errors import E5OnnxError, ExportError, ModelFolderError
 from ..runtime.arguments import whole_number
+from ..runtime.atomic import default_mode
+from ..runtime.cpu import cpu_kind
+from ..runtime.embedder import Embedder
 from ..runtime.folder import is_local
+from ..runtime.manifest import Manifest, Source, Variant, describe_files
+from ..runtime.openvino_session import openvino_available
 from ..runtime.session import max_threads
-from ..runtime.manifest import default_mode, describe_files, read_manifest, write_json_atomic
 from . import graph
 from .int8_gate import build_int8
 from .parity import ReferenceBattery, check_report, format_report, run_parity
@@ -78,7 +77,7 @@ def _check_args(output, quantize, optimize, opset, max_length, force, bf16):
         raise ExportError(f"output {str(output)!r} exists and is not a folder")
     if output.is_dir() and any(output.iterdir()):
         try:
-            read_manifest(output)
+            Manifest.read(output)
         except ModelFolderError:
             raise ExportError(
                 f"refusing to replace {str(output)!r}: it is not an e5onnx model folder (no valid "
@@ -189,7 +188,7 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
             needs the ``openvino`` extra), parity-checked like the others.
 
     Returns:
-        The manifest (dict) written to ``output/manifest.json``.
+        The :class:`~e5onnx.runtime.manifest.Manifest` written to ``output/manifest.json``.
 
     Raises:
         ExportError: bad arguments, an existing ``output`` without ``force``, an unusable source, or a
@@ -220,28 +219,25 @@ _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidde
 
 
 def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, tolerances, seconds):
-    """The manifest of a finished export folder (every file in it is hashed)."""
+    """The :class:`~e5onnx.runtime.manifest.Manifest` of a finished export folder (every file in it is hashed).
+
+    ``variants``: ``{name: entry}`` as the export built them (``file``, ``parity``, ``quantization``,
+    ``optimization``, bf16's backend fields).
+    """
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
-    return {
-        "format": MANIFEST_FORMAT,
-        "format_version": MANIFEST_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "architecture": {k: config.get(k) for k in _ARCHITECTURE_KEYS},
-        "embedding_dim": dim,
-        "max_length": max_length,
-        "pooling": "mean",
-        "normalization": "l2",
-        "prefixes": {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX},
-        "pad_token_id": pad_token_id,
-        "output": OUTPUT_NAME,
-        "opset": graph.opset_of(folder / VARIANT_FILES["fp32"]),
-        "variants": variants,
-        "tolerances": tolerances.as_dict(),
-        "environment": environment(),
-        "export_seconds": round(seconds, 1),
-        "files": describe_files(folder, files),
-    }
+    typed = {name: Variant(name, entry["file"], entry.get("parity", {}), entry.get("quantization"),
+                           entry.get("optimization"),
+                           {k: v for k, v in entry.items() if k not in ("file", "parity", "quantization", "optimization")})
+             for name, entry in variants.items()}
+    return Manifest(
+        embedding_dim=dim, max_length=max_length, variants=typed, files=describe_files(folder, files),
+        prefixes={"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX}, pad_token_id=pad_token_id,
+        tolerances=tolerances, source=Source(**source),
+        record={"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "architecture": {k: config.get(k) for k in _ARCHITECTURE_KEYS}, "pooling": "mean",
+                "normalization": "l2", "output": OUTPUT_NAME, "opset": graph.opset_of(folder / VARIANT_FILES["fp32"]),
+                "environment": environment(), "export_seconds": round(seconds, 1)},
+    )
 
 
 def _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id, tolerances, threads, calibration):
@@ -318,7 +314,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
         manifest = _manifest(tmp, source, config, dim, max_length, pad_token_id, variants, tolerances,
                              time.perf_counter() - started)
         check_report(report)
-        write_json_atomic(tmp / MANIFEST_FILE, manifest)
+        manifest.write(tmp)
         _place(tmp, output, force)
         log.info("wrote %s", output)
         return manifest

@@ -9,9 +9,9 @@ gate on natural validation text (:mod:`~e5onnx.export.int8_gate`): the battery i
 of them empty or blank, i.e. the same ``[CLS] [SEP]`` input), whose mean is not a quality figure.
 """
 
-from pathlib import Path
-
 import logging
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -19,9 +19,8 @@ from ..config import VARIANTS, ParityTolerances
 from ..errors import ExportError, ParityError
 from ..runtime.embedder import Embedder
 from ..runtime.folder import is_local
-from ..runtime.manifest import read_manifest
+from ..runtime.manifest import Manifest
 from .battery import battery
-
 
 log = logging.getLogger("e5onnx.export")
 
@@ -145,23 +144,23 @@ def verify_folder(folder, source=None, threads=None, tolerances=None, revision=N
 
     if not is_local(folder):
         raise ExportError(f"no such model folder {str(folder)!r} (verify takes a local e5onnx export)")
-    manifest = read_manifest(folder)
+    manifest = Manifest.read(folder)
     # Check every file against the manifest before the (slow) PyTorch reference is built.
-    embedders = {v: Embedder.load(folder, variant=v, threads=threads) for v in VARIANTS if v in manifest["variants"]}
+    embedders = {v: Embedder.load(folder, variant=v, threads=threads) for v in VARIANTS if v in manifest.variants}
     if tolerances is None:
-        tolerances = ParityTolerances(**{**manifest.get("tolerances", {}), **(overrides or {})})
+        tolerances = replace(manifest.tolerances, **(overrides or {}))
     if source is None:
-        src = manifest.get("source", {})
-        if src.get("path"):
-            if not Path(src["path"]).is_dir():
-                raise ExportError(f"the source folder recorded in the manifest, {src['path']!r}, no longer "
+        src = manifest.source
+        if src.path:
+            if not Path(src.path).is_dir():
+                raise ExportError(f"the source folder recorded in the manifest, {src.path!r}, no longer "
                                   "exists; pass --source with the model's folder or Hub id")
-            source = src["path"]
+            source = src.path
         else:
-            source, revision = src.get("id"), revision or src.get("revision")
+            source, revision = src.id, revision or src.revision
     source_dir, _ = resolve_source(source, revision)
-    log.info("verifying %s against %s (PyTorch reference, max length %d)", folder, source_dir, manifest["max_length"])
-    ref = ReferenceBattery(TorchReference(source_dir, manifest["max_length"]))
+    log.info("verifying %s against %s (PyTorch reference, max length %d)", folder, source_dir, manifest.max_length)
+    ref = ReferenceBattery(TorchReference(source_dir, manifest.max_length))
     report = {v: run_parity(e, ref, v, tolerances) for v, e in embedders.items()}
     check_report(report)
     return report

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..config import CACHE_DIR_ENV
+from .atomic import write_json_atomic
 
 
 def cache_dir(name):
@@ -58,8 +59,6 @@ def known_good(path, sha256):
 
 def remember_good(path, sha256):
     """Record that ``path`` has ``sha256`` now (see :func:`known_good`); silently skipped without a cache."""
-    from .manifest import write_json_atomic
-
     folder = cache_dir("verified")
     if folder is None:
         return

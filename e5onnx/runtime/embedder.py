@@ -24,7 +24,7 @@ from .prepared import KINDS, Prepared, parts_of
 from .session import OnnxEncoder
 from .texts import add_prefix, as_list, as_text_list, text_problem
 from .tokenizer import TextTokenizer
-from .variants import check_variant_name, choose_variant, variant_file
+from .variants import check_variant_name
 
 
 class Embedder:
@@ -39,7 +39,7 @@ class Embedder:
         threads: ONNX Runtime intra-op threads.
         variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"bf16"``.
         query_prefix, passage_prefix: what :meth:`embed_queries` / :meth:`embed_passages` add.
-        manifest: the model folder's manifest (dict), or ``None``.
+        manifest: the model folder's :class:`~e5onnx.runtime.manifest.Manifest`, or ``None``.
 
     Args:
         model_path: the ``.onnx`` file.
@@ -50,7 +50,7 @@ class Embedder:
         pad_token_id: padding id (default: the tokenizer's ``[PAD]``).
         variant: label of the ONNX variant, for :attr:`variant`; ``"bf16"`` runs the file on OpenVINO in
             bfloat16 (:mod:`~e5onnx.runtime.openvino_session`), every other variant on onnxruntime.
-        manifest: the folder's manifest, if any, for :attr:`manifest`.
+        manifest: the folder's :class:`~e5onnx.runtime.manifest.Manifest`, if any, for :attr:`manifest`.
 
     Raises:
         ModelFolderError: a file cannot be loaded, or the graph lacks ``last_hidden_state``.
@@ -73,14 +73,13 @@ class Embedder:
             self.encoder = OpenVinoEncoder(self.model_path, threads, precision)
         else:
             self.encoder = OnnxEncoder(self.model_path, threads)
-        recorded = (manifest or {}).get("embedding_dim")
+        recorded = manifest.embedding_dim if manifest is not None else None
         if self.encoder.dim and recorded and self.encoder.dim != recorded:
             raise ModelFolderError(f"{str(model_path)!r} outputs {self.encoder.dim} dims but the manifest records "
                                    f"embedding_dim {recorded}")
-        prefixes = (manifest or {}).get("prefixes", {})
         #: Prefixes added by :meth:`embed_queries` / :meth:`embed_passages` (the manifest's, else e5's).
-        self.query_prefix = prefixes.get("query", QUERY_PREFIX)
-        self.passage_prefix = prefixes.get("passage", PASSAGE_PREFIX)
+        self.query_prefix = manifest.query_prefix if manifest is not None else QUERY_PREFIX
+        self.passage_prefix = manifest.passage_prefix if manifest is not None else PASSAGE_PREFIX
         dim = self.encoder.dim or recorded
         if not dim:  # dynamic last axis and no manifest: ask the graph once
             ids, mask = self._tokenizer.pad(self._tokenizer.encode([""]), self.encoder.id_dtype)
@@ -95,7 +94,8 @@ class Embedder:
             model: local folder path, or Hub repo id (downloaded with huggingface-hub; the HF cache and
                 ``HF_HUB_OFFLINE=1`` are honoured). A local folder is never looked up online.
             variant: ``"fp32"``, ``"optimized"``, ``"int8"``, ``"bf16"`` or ``"auto"`` (default: the fastest whose
-                recorded parity passed, see :func:`choose_variant`).
+                recorded parity passed and that suits this CPU, see
+                :meth:`~e5onnx.runtime.manifest.Manifest.choose_variant`).
             threads: ONNX Runtime intra-op threads (see the class).
             revision: Hub branch, tag or commit (only for Hub repo ids).
             max_length: override the manifest's max length (at most the manifest's).
@@ -110,25 +110,20 @@ class Embedder:
         check_variant_name(variant)  # before any download
         if not isinstance(model, (str, os.PathLike)) or not str(model):
             raise InvalidInputError(f"model must be a folder path or a Hub repo id, got {model!r}")
-
-        def files_for(manifest):
-            return [variant_file(manifest, choose_variant(manifest, variant))]
-
-        folder, manifest = fetch_model_folder(model, files_for, revision)
-        chosen = choose_variant(manifest, variant)
-        model_file = variant_file(manifest, chosen)
+        folder, manifest = fetch_model_folder(model, lambda m: [m.variant_file(m.choose_variant(variant))], revision)
+        chosen = manifest.choose_variant(variant)
         try:
-            model_path = check_file(folder, model_file, manifest, verify)
+            model_path = check_file(folder, manifest.variant_file(chosen), manifest, verify)
         except ModelFolderError as exc:
             if variant == "auto" and chosen != "fp32":
                 raise type(exc)(f"{exc} (variant 'auto' chose {chosen!r}; pass variant='fp32' to "
                                 "use the plain graph)") from None
             raise
         tokenizer_path = check_file(folder, TOKENIZER_FILE, manifest, verify)
-        limit = manifest["max_length"]
+        limit = manifest.max_length
         max_length = limit if max_length is None else whole_number("max_length", max_length, 2, limit)
         return cls(model_path, tokenizer_path, max_length=max_length, threads=threads,
-                   pad_token_id=manifest.get("pad_token_id"), variant=chosen, manifest=manifest)
+                   pad_token_id=manifest.pad_token_id, variant=chosen, manifest=manifest)
 
     @property
     def max_length(self):

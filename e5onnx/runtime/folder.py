@@ -68,18 +68,18 @@ def fetch_model_folder(model, files_for, revision=None):
 
     Args:
         model: a local folder path or a Hub repo id.
-        files_for: callable ``manifest -> list[str]`` naming the files needed besides the manifest.
+        files_for: callable ``Manifest -> list[str]`` naming the files needed besides the manifest.
         revision: Hub revision (branch, tag or commit); ignored for local folders.
     """
-    from .manifest import read_manifest
+    from .manifest import Manifest
 
     if is_local(model):
         if revision is not None:
             raise ModelFolderError(f"revision {revision!r} applies to Hub repo ids, but {str(model)!r} is a local folder")
         folder = local_folder(model)
-        return folder, read_manifest(folder)
+        return folder, Manifest.read(folder)
     folder = hub_download(model, revision, files=(MANIFEST_FILE,))
-    manifest = read_manifest(folder)
+    manifest = Manifest.read(folder)
     needed = [MANIFEST_FILE, TOKENIZER_FILE, *files_for(manifest)]
     # Pin the second download to the commit the manifest came from, so the files match it.
     folder = hub_download(model, folder.name, files=needed)

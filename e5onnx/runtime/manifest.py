@@ -1,33 +1,35 @@
-"""The model folder's ``manifest.json``: reading, validating, hashing and atomic writing.
+"""The model folder's ``manifest.json`` as a typed record: read and validated, written atomically, and the variant
+policy (which variants this machine may run, which one ``"auto"`` picks).
 
 A model folder holds the ONNX variants (``model.onnx``, ``model_optimized.onnx``, ``model_int8.onnx``),
 ``tokenizer.json`` and ``manifest.json``. The manifest records the sha256 and size of every file, the
-pooling/normalisation/prefix recipe and the parity results; it is shared by export (which writes it)
-and runtime (which reads it).
+pooling/normalisation/prefix recipe and each variant's parity and INT8 gate results. The exporter builds a
+:class:`Manifest` and writes it; every reader (runtime, CLI, server, benchmarks) reads one with
+:meth:`Manifest.read` — nobody walks the JSON dict. The JSON layout is ``format_version`` 1; a read followed by
+:meth:`Manifest.to_dict` gives back the same JSON.
 """
 
 import hashlib
 import json
-import os
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, ParityTolerances
-from ..errors import IntegrityError, ModelFolderError
+from ..config import (
+    AUTO_ORDER,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    PASSAGE_PREFIX,
+    QUERY_PREFIX,
+    VARIANT_FILES,
+    ParityTolerances,
+)
+from ..errors import IntegrityError, InvalidInputError, ModelFolderError
+from .atomic import write_json_atomic
 from .cache import known_good, remember_good
+from .variants import Host, check_variant_name
 
 _CHUNK = 1 << 20
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def default_mode(directory=False):
-    """Permission bits a plain ``open``/``mkdir`` would give under the current umask (0o644 / 0o755 typically)."""
-    return (0o777 if directory else 0o666) & ~_umask()
 
 
 def sha256_file(path):
@@ -39,115 +41,250 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class FileRecord:
+    """sha256 (hex) and size (bytes) of one file of the folder."""
+
+    sha256: str
+    size: int
+
+
 def describe_files(folder, names):
-    """``{name: {"sha256", "size"}}`` (size in bytes) for the given files of ``folder``."""
+    """``{name: FileRecord}`` for the given files of ``folder`` (hashed now)."""
     folder = Path(folder)
-    return {n: {"sha256": sha256_file(folder / n), "size": (folder / n).stat().st_size} for n in sorted(names)}
+    return {n: FileRecord(sha256_file(folder / n), (folder / n).stat().st_size) for n in sorted(names)}
 
 
-def _write_atomic(path, mode, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then ``os.replace`` it to ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, default_mode())  # mkstemp creates 0o600
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+@dataclass(frozen=True)
+class Variant:
+    """One ONNX variant of the folder.
 
-
-def write_json_atomic(path, data):
-    """Write ``data`` as indented JSON to ``path`` atomically (temporary file, then ``os.replace``)."""
-    _write_atomic(path, "w", lambda f: f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n"))
-
-
-def write_text_atomic(path, text):
-    """Write the str ``text`` (UTF-8) to ``path`` atomically (temporary file, then ``os.replace``)."""
-    _write_atomic(path, "w", lambda f: f.write(text))
-
-
-def write_npy_atomic(path, array):
-    """Save ``array`` as ``.npy`` at ``path`` atomically (temporary file, then ``os.replace``)."""
-    import numpy as np
-
-    _write_atomic(path, "wb", lambda f: np.save(f, array))
-
-
-def read_manifest(folder):
-    """Read and sanity-check ``folder/manifest.json``.
-
-    Raises:
-        ModelFolderError: the file is missing, not JSON, or not an e5onnx manifest of a known version.
+    Attributes:
+        name: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"bf16"``.
+        file: its ONNX file inside the folder (bf16 reuses ``model.onnx``).
+        parity: the export's parity record (:func:`~e5onnx.export.parity.run_parity`: ``passed``,
+            ``max_abs_diff``, ``min_cosine``, ``mean_cosine``, ``failures``, ...).
+        quantization: int8 only: the recipe and the INT8 quality gate (:func:`~e5onnx.export.int8_gate.build_int8`),
+            else None.
+        optimization: optimized only: onnxruntime's fusion settings and counts, else None.
+        extra: any other entries (bf16: ``backend``, ``precision``, ``precision_effective``, ``cpu_kind``).
     """
-    folder = Path(folder)
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise ModelFolderError(
-            f"missing file {MANIFEST_FILE!r} in model folder {str(folder)!r}: not an e5onnx model folder "
-            "(create one with `e5onnx export MODEL --output DIR`)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFolderError(f"{str(path)!r} is not readable JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ModelFolderError(f"{str(path)!r} is not an e5onnx manifest (format != {MANIFEST_FORMAT!r})")
-    if manifest.get("format_version") != MANIFEST_VERSION:
-        raise ModelFolderError(
-            f"{str(path)!r} has format_version {manifest.get('format_version')!r}; "
-            f"this e5onnx reads version {MANIFEST_VERSION}"
-        )
-    for key in ("files", "variants", "embedding_dim", "max_length"):
-        if key not in manifest:
-            raise ModelFolderError(f"{str(path)!r} lacks the required key {key!r}")
-    problem = _shape_problem(manifest)
-    if problem:
-        raise ModelFolderError(f"{str(path)!r} is malformed: {problem}")
-    return manifest
+
+    name: str
+    file: str
+    parity: dict = field(default_factory=dict)
+    quantization: dict = None
+    optimization: dict = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def parity_passed(self):
+        """True only when the recorded parity check passed."""
+        return self.parity.get("passed") is True
+
+    @property
+    def gate(self):
+        """The INT8 quality gate's record (``passed``, figures, tolerances, attempts), or ``{}``."""
+        return (self.quantization or {}).get("gate") or {}
+
+    @property
+    def gated_cpu_kind(self):
+        """The CPU kind the INT8 gate was passed on (:func:`~e5onnx.runtime.cpu.cpu_kind`), or None."""
+        return (self.quantization or {}).get("cpu_kind")
+
+    def to_dict(self):
+        """The JSON entry of ``variants[name]``."""
+        out = {"file": self.file}
+        for key in ("optimization", "quantization"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out.update(self.extra)
+        if self.parity:
+            out["parity"] = self.parity
+        return out
 
 
-def _is_int(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+@dataclass(frozen=True)
+class Source:
+    """Where the export came from: a Hub ``id`` and resolved ``revision``, or a local ``path`` (then ``id`` is the
+    path as given), and ``weights`` (``{file: FileRecord}``) of the source model."""
+
+    id: str = None
+    revision: str = None
+    path: str = None
+    weights: dict = field(default_factory=dict)
+
+    @property
+    def hub_id(self):
+        """The Hub repo id when the export came from the Hub, else None (a local folder)."""
+        return self.id if self.id and not self.path else None
 
 
-def _shape_problem(manifest):
-    """What is wrong with the types of a manifest's required entries, or ``None``."""
-    for key, minimum in (("embedding_dim", 1), ("max_length", 2)):
-        if not _is_int(manifest[key], minimum):
-            return f"{key} must be a whole number >= {minimum}, got {manifest[key]!r}"
-    pad = manifest.get("pad_token_id")
-    if pad is not None and not _is_int(pad, 0):
-        return f"pad_token_id must be a whole number >= 0, got {pad!r}"
-    files, variants = manifest["files"], manifest["variants"]
-    if not isinstance(files, dict):
-        return f"files must be an object, got {type(files).__name__}"
-    for name, entry in files.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _is_int(entry.get("size"), 0)):
-            return f"files[{name!r}] must have a sha256 string and a size in bytes"
-    if not isinstance(variants, dict) or not variants:
-        return "variants must be a non-empty object"
-    for name, entry in variants.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("file", ""), str):
-            return f"variants[{name!r}] must be an object with a 'file' name"
-        if Path(entry.get("file", "x")).name != entry.get("file", "x"):
-            return f"variants[{name!r}]['file'] must be a file name inside the folder, got {entry['file']!r}"
-        if not isinstance(entry.get("parity", {}), dict):
-            return f"variants[{name!r}]['parity'] must be an object"
-    tolerances = manifest.get("tolerances", {})
-    known = set(ParityTolerances.__dataclass_fields__)
-    if not isinstance(tolerances, dict) or not set(tolerances) <= known:
-        return f"tolerances must be an object with keys among {sorted(known)}"
-    prefixes = manifest.get("prefixes", {})
-    if not isinstance(prefixes, dict) or not all(isinstance(prefixes.get(k, ""), str) for k in ("query", "passage")):
-        return "prefixes must be an object with 'query' and 'passage' strings"
+_RECORD_KEYS = ("created_at", "architecture", "pooling", "normalization", "output", "opset", "environment",
+                "export_seconds")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model folder's ``manifest.json``, validated.
+
+    Attributes:
+        embedding_dim: width of the vectors (384 for e5-small).
+        max_length: most tokens per text the folder was exported and checked for, special tokens included.
+        variants: ``{name: Variant}``, at least one.
+        files: ``{name: FileRecord}`` of every file in the folder.
+        prefixes: ``{"query": ..., "passage": ...}`` added by ``embed_queries`` / ``embed_passages``.
+        pad_token_id: the tokenizer's padding id, or None (then ``[PAD]``'s).
+        tolerances: the parity tolerances the export was checked with.
+        source: where the export came from.
+        record: what is recorded for people, not read by code (``created_at``, ``architecture``, ``pooling``,
+            ``normalization``, ``output``, ``opset``, ``environment``, ``export_seconds``).
+    """
+
+    embedding_dim: int
+    max_length: int
+    variants: dict
+    files: dict
+    prefixes: dict = field(default_factory=lambda: {"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX})
+    pad_token_id: int = None
+    tolerances: ParityTolerances = field(default_factory=ParityTolerances)
+    source: Source = field(default_factory=Source)
+    record: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, folder):
+        """The validated manifest of ``folder``.
+
+        Raises:
+            ModelFolderError: the file is missing, not JSON, not an e5onnx manifest of a known version, or a
+                field a reader uses is missing or of the wrong type (the message names it).
+        """
+        folder = Path(folder)
+        path = folder / MANIFEST_FILE
+        if not path.is_file():
+            raise ModelFolderError(
+                f"missing file {MANIFEST_FILE!r} in model folder {str(folder)!r}: not an e5onnx model folder "
+                "(create one with `e5onnx export MODEL --output DIR`)"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFolderError(f"{str(path)!r} is not readable JSON: {exc}") from exc
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data, where="manifest"):
+        """A :class:`Manifest` from the JSON object of ``manifest.json``; ``where`` names it in errors.
+
+        Raises:
+            ModelFolderError: as :meth:`read`.
+        """
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise ModelFolderError(f"{where!r} is not an e5onnx manifest (format != {MANIFEST_FORMAT!r})")
+        if data.get("format_version") != MANIFEST_VERSION:
+            raise ModelFolderError(f"{where!r} has format_version {data.get('format_version')!r}; "
+                                   f"this e5onnx reads version {MANIFEST_VERSION}")
+        for key in ("files", "variants", "embedding_dim", "max_length"):
+            if key not in data:
+                raise ModelFolderError(f"{where!r} lacks the required key {key!r}")
+        try:
+            return cls(
+                embedding_dim=_whole(data, "embedding_dim", 1), max_length=_whole(data, "max_length", 2),
+                variants=_variants(data["variants"]), files=_files(data["files"], "files"),
+                prefixes=_prefixes(data.get("prefixes", {})),
+                pad_token_id=None if data.get("pad_token_id") is None else _whole(data, "pad_token_id", 0),
+                tolerances=_tolerances(data.get("tolerances", {})), source=_source(data.get("source") or {}),
+                record={k: data[k] for k in _RECORD_KEYS if k in data},
+            )
+        except _Malformed as exc:
+            raise ModelFolderError(f"{where!r} is malformed: {exc}") from None
+
+    def to_dict(self):
+        """The JSON object of ``manifest.json`` (``format_version`` 1)."""
+        src = self.source
+        out = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, **self.record,
+               "source": {"id": src.id, "revision": src.revision, "path": src.path,
+                          "weights": {n: vars(r) for n, r in src.weights.items()}},
+               "embedding_dim": self.embedding_dim, "max_length": self.max_length, "prefixes": dict(self.prefixes),
+               "pad_token_id": self.pad_token_id, "variants": {n: v.to_dict() for n, v in self.variants.items()},
+               "tolerances": self.tolerances.as_dict(), "files": {n: vars(r) for n, r in self.files.items()}}
+        order = ("format", "format_version", "created_at", "source", "architecture", "embedding_dim", "max_length",
+                 "pooling", "normalization", "prefixes", "pad_token_id", "output", "opset", "variants", "tolerances",
+                 "environment", "export_seconds", "files")
+        return {k: out[k] for k in order if k in out}
+
+    def write(self, folder):
+        """Write ``folder/manifest.json`` atomically (temporary file, then ``os.replace``)."""
+        write_json_atomic(Path(folder) / MANIFEST_FILE, self.to_dict())
+
+    @property
+    def query_prefix(self):
+        """What ``embed_queries`` adds (``"query: "`` for e5)."""
+        return self.prefixes["query"]
+
+    @property
+    def passage_prefix(self):
+        """What ``embed_passages`` adds (``"passage: "`` for e5)."""
+        return self.prefixes["passage"]
+
+    def variant_file(self, name):
+        """The ONNX file of variant ``name``.
+
+        Raises:
+            ModelFolderError: the folder has no such variant (the message says how to export it).
+        """
+        if name not in self.variants:
+            how = {"optimized": "export with --optimize O2", "int8": "export with --quantize int8",
+                   "bf16": "export with --bf16"}.get(name, "every export has it: re-export the model")
+            raise ModelFolderError(f"this model folder has no {name!r} variant (it has: "
+                                   f"{', '.join(sorted(self.variants)) or 'none'}); {how}")
+        return self.variants[name].file
+
+    def usable_variants(self, host=None):
+        """``[(variant, reason)]`` for every variant of the folder, fastest first (:data:`~e5onnx.config.AUTO_ORDER`);
+        ``reason`` is None for a variant ``"auto"`` may use on ``host``, else why not.
+
+        A variant is usable when its recorded parity passed; int8 also needs its INT8 quality gate passed at
+        export on a CPU of the same kind (:func:`~e5onnx.runtime.cpu.cpu_kind`), since INT8 kernels and the
+        recipe (reduce_range) differ between CPU kinds; bf16 needs OpenVINO and a CPU with native bf16
+        (AMX-BF16 or AVX512-BF16; elsewhere OpenVINO would emulate it slowly).
+
+        Args:
+            host: a :class:`~e5onnx.runtime.variants.Host` (default: this machine, :meth:`Host.this`).
+        """
+        host = Host.this() if host is None else host
+        return [(name, _unusable(self.variants[name], host)) for name in AUTO_ORDER if name in self.variants]
+
+    def choose_variant(self, variant="auto", host=None):
+        """Resolve ``variant``: a name the folder has, or for ``"auto"`` the first of :meth:`usable_variants`
+        (fp32 when none is).
+
+        Raises:
+            InvalidInputError: ``variant`` is not fp32, optimized, int8, bf16 or auto.
+            ModelFolderError: the folder has no such variant.
+        """
+        check_variant_name(variant)
+        if variant == "auto":
+            usable = [name for name, reason in self.usable_variants(host) if reason is None]
+            variant = usable[0] if usable else "fp32"
+        self.variant_file(variant)  # raises for a variant the folder lacks
+        return variant
+
+
+def _unusable(entry, host):
+    """Why ``"auto"`` may not pick ``entry`` on ``host``, or None."""
+    if not entry.parity_passed:
+        return "its parity check did not pass"
+    if entry.name == "int8":
+        if entry.gate.get("passed") is not True:
+            return "it was not built under the INT8 quality gate"
+        if entry.gated_cpu_kind != host.cpu_kind:
+            return f"it was gated on a {entry.gated_cpu_kind!r} CPU, this one is {host.cpu_kind!r}"
+    if entry.name == "bf16":
+        if not host.native_bf16:
+            return "this CPU has no native bf16 (AMX-BF16 / AVX512-BF16)"
+        if not host.has_openvino():
+            return "OpenVINO is not installed or does not import (pip install 'e5onnx[openvino]')"
     return None
 
 
@@ -157,6 +294,9 @@ def check_file(folder, name, manifest, verify_checksum=True):
     A file verified before and unchanged since (same inode, size, mtime and ctime, recorded in the cache
     folder, :mod:`e5onnx.runtime.cache`) is not hashed again.
 
+    Args:
+        manifest: the folder's :class:`Manifest`.
+
     Raises:
         ModelFolderError: the file is missing or not listed in the manifest.
         IntegrityError: its size or sha256 differs from the manifest (corrupt or tampered file).
@@ -165,25 +305,109 @@ def check_file(folder, name, manifest, verify_checksum=True):
     path = folder / name
     if not path.is_file():
         raise ModelFolderError(f"missing file {name!r} in model folder {str(folder)!r}")
-    entry = manifest["files"].get(name)
+    entry = manifest.files.get(name)
     if entry is None:
         raise ModelFolderError(f"file {name!r} is not listed in {str(folder / MANIFEST_FILE)!r}")
     if verify_checksum:
         size = path.stat().st_size
-        if size != entry["size"]:
+        if size != entry.size:
             raise IntegrityError(
-                f"{name!r} in {str(folder)!r} is {size} bytes but the manifest records {entry['size']}: "
+                f"{name!r} in {str(folder)!r} is {size} bytes but the manifest records {entry.size}: "
                 "the file is corrupt or was replaced; re-export or re-download the model"
             )
-        if known_good(path, entry["sha256"]):  # verified before, unchanged since (inode, size, mtime, ctime)
+        if known_good(path, entry.sha256):  # verified before, unchanged since (inode, size, mtime, ctime)
             return path
         digest = sha256_file(path)
-        if digest == entry["sha256"]:
-            remember_good(path, digest)
-        else:
+        if digest != entry.sha256:
             raise IntegrityError(
                 f"{name!r} in {str(folder)!r} has sha256 {digest} but the manifest records "
-                f"{entry['sha256']}: the file is corrupt or was replaced; re-export or re-download the model"
+                f"{entry.sha256}: the file is corrupt or was replaced; re-export or re-download the model"
             )
+        remember_good(path, digest)
     return path
 
+
+class _Malformed(Exception):
+    """A manifest field of the wrong shape (message: which and why)."""
+
+
+def _is_int(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _whole(data, key, minimum):
+    if not _is_int(data[key], minimum):
+        raise _Malformed(f"{key} must be a whole number >= {minimum}, got {data[key]!r}")
+    return data[key]
+
+
+def _files(files, where):
+    if not isinstance(files, dict):
+        raise _Malformed(f"{where} must be an object, got {type(files).__name__}")
+    out = {}
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _is_int(entry.get("size"), 0)):
+            raise _Malformed(f"{where}[{name!r}] must have a sha256 string and a size in bytes")
+        out[name] = FileRecord(entry["sha256"], entry["size"])
+    return out
+
+
+def _variants(variants):
+    if not isinstance(variants, dict) or not variants:
+        raise _Malformed("variants must be a non-empty object")
+    out = {}
+    for name, entry in variants.items():
+        where = f"variants[{name!r}]"
+        if name not in VARIANT_FILES:
+            raise _Malformed(f"{where}: unknown variant (known: {', '.join(VARIANT_FILES)})")
+        if not isinstance(entry, dict) or not isinstance(entry.get("file", ""), str):
+            raise _Malformed(f"{where} must be an object with a 'file' name")
+        file = entry.get("file", VARIANT_FILES[name])
+        if Path(file).name != file or not file:
+            raise _Malformed(f"{where}['file'] must be a file name inside the folder, got {file!r}")
+        parts = {k: entry.get(k) for k in ("parity", "quantization", "optimization")}
+        for key, value in parts.items():
+            if value is not None and not isinstance(value, dict):
+                raise _Malformed(f"{where}[{key!r}] must be an object")
+        if not isinstance((parts["parity"] or {}).get("passed", False), bool):
+            raise _Malformed(f"{where}['parity']['passed'] must be true or false")
+        _check_quantization(where, parts["quantization"])
+        extra = {k: v for k, v in entry.items() if k not in ("file", *parts)}
+        out[name] = Variant(name, file, parts["parity"] or {}, parts["quantization"], parts["optimization"], extra)
+    return out
+
+
+def _check_quantization(where, q):
+    if q is None:
+        return
+    gate = q.get("gate", {})
+    if not isinstance(gate, dict) or not isinstance(gate.get("passed", False), bool):
+        raise _Malformed(f"{where}['quantization']['gate'] must be an object whose 'passed' is true or false")
+    if q.get("cpu_kind") is not None and not isinstance(q["cpu_kind"], str):
+        raise _Malformed(f"{where}['quantization']['cpu_kind'] must be a string")
+
+
+def _prefixes(prefixes):
+    if not isinstance(prefixes, dict) or not all(isinstance(prefixes.get(k, ""), str) for k in ("query", "passage")):
+        raise _Malformed("prefixes must be an object with 'query' and 'passage' strings")
+    return {"query": prefixes.get("query", QUERY_PREFIX), "passage": prefixes.get("passage", PASSAGE_PREFIX)}
+
+
+def _tolerances(tolerances):
+    known = set(ParityTolerances.__dataclass_fields__)
+    if not isinstance(tolerances, dict) or not set(tolerances) <= known:
+        raise _Malformed(f"tolerances must be an object with keys among {sorted(known)}")
+    try:
+        return ParityTolerances(**tolerances)
+    except InvalidInputError as exc:
+        raise _Malformed(str(exc)) from None
+
+
+def _source(source):
+    if not isinstance(source, dict):
+        raise _Malformed("source must be an object")
+    for key in ("id", "revision", "path"):
+        if source.get(key) is not None and not isinstance(source[key], str):
+            raise _Malformed(f"source[{key!r}] must be a string or null")
+    return Source(source.get("id"), source.get("revision"), source.get("path"),
+                  _files(source.get("weights") or {}, "source['weights']"))

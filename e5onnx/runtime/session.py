@@ -5,8 +5,14 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from ..config import (KNOWN_INPUTS, ORT_ALLOW_SPINNING, ORT_ARENA_SHRINKAGE, ORT_DISABLED_OPTIMIZERS, OUTPUT_NAME,
-                      THREADS_ENV)
+from ..config import (
+    KNOWN_INPUTS,
+    ORT_ALLOW_SPINNING,
+    ORT_ARENA_SHRINKAGE,
+    ORT_DISABLED_OPTIMIZERS,
+    OUTPUT_NAME,
+    THREADS_ENV,
+)
 from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
 from .arguments import whole_number
 from .cpu import available_cpus

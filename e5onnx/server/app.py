@@ -129,10 +129,9 @@ def create_app(embedder, settings, model_id=None):
         return JSONResponse({"status": "ok"})
 
     async def info(request):
-        manifest = embedder.manifest or {}
-        source = manifest.get("source", {})
+        revision = embedder.manifest.source.revision if embedder.manifest is not None else None
         return JSONResponse({
-            "model_id": state.model_id, "model_revision": source.get("revision"), "variant": embedder.variant,
+            "model_id": state.model_id, "model_revision": revision, "variant": embedder.variant,
             "embedding_dim": embedder.dim, "max_input_length": embedder.max_length, "threads": embedder.threads,
             "prefixes": {"query": embedder.query_prefix, "passage": embedder.passage_prefix},
             "limits": {k: getattr(settings, k) for k in ("max_batch_tokens", "max_client_batch_size", "max_queue",

@@ -25,9 +25,8 @@ def load_embedder(settings):
 def model_id(embedder, settings):
     """The name clients see: the Hub id the model was exported from (e.g. ``intfloat/e5-small``), else the
     served folder's name (an export from a local folder records a path, which is no name for clients)."""
-    source = (embedder.manifest or {}).get("source", {})
-    if source.get("id") and not source.get("path"):
-        return source["id"]
+    if embedder.manifest is not None and embedder.manifest.source.hub_id:
+        return embedder.manifest.source.hub_id
     return str(settings.model).rstrip("/").rsplit("/", 1)[-1]
 
 
