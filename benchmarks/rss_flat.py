@@ -1,4 +1,4 @@
-"""RSS over many calls of random shape (issue 3: flat within 10% after warm-up over 2,000 calls).
+"""RSS over many calls of random shape (target: flat within 10 % after a warm-up, over 2,000 calls).
 
 Runs one e5onnx variant in this process: a warm-up call at the largest shape (batch 32 x max length), then
 ``--calls`` calls with batch sizes uniform in 1-32 and text lengths uniform in 1-512 words (seeded), and

@@ -82,7 +82,7 @@ def agreement(contenders, texts, reference_name):
 
 def measure_mixed(contenders, queries, passage, repeats):
     """A mixed call against its parts, per contender: ``embed(queries + [passage])`` in one call vs
-    ``embed(queries)`` then ``embed([passage])`` (issue 9: 31 SciFact queries + one ~420-token passage).
+    ``embed(queries)`` then ``embed([passage])`` (31 SciFact queries + one ~420-token passage).
 
     Interleaved per repeat (mixed, parts, mixed, parts, ...) after one untimed warm-up of each; the ratio is
     median mixed seconds / median parts seconds (≤ 1 means packing loses nothing by mixing lengths).
