@@ -60,8 +60,8 @@ def test_single_str_is_one_text(embedder):
 
 
 def test_dim_matches_manifest(embedder):
-    assert embedder.dim == embedder.manifest["embedding_dim"]
-    assert embedder.max_length == embedder.manifest["max_length"] == 128
+    assert embedder.dim == embedder.manifest.embedding_dim == 32  # the tiny BERT's hidden size
+    assert embedder.max_length == embedder.manifest.max_length == 128
 
 
 # --------------------------------------------------------------------------------------------- bad items
