@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from . import config as C
 from .config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MODEL_ID,
     DEFAULT_OPSET,
+    DEFAULT_VARIANT,
     MAX_LENGTH,
     OPTIMIZATION_LEVELS,
     VARIANTS,
@@ -62,10 +64,13 @@ def _build_parser():
     p.add_argument("folder", help="exported model folder")
     p.add_argument("--out", required=True, help="folder for results.json and results.md")
     p.add_argument("--source", help="Hugging Face folder for the PyTorch reference (default: the manifest's)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--passages", type=int, default=500)
-    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--threads", type=int, default=C.BENCH_THREADS,
+                   help=f"threads of every contender (default {C.BENCH_THREADS})")
+    p.add_argument("--repeats", type=int, default=C.BENCH_REPEATS,
+                   help=f"timed repeats, median reported (default {C.BENCH_REPEATS})")
+    p.add_argument("--passages", type=int, default=C.BENCH_PASSAGES,
+                   help=f"SciFact passages (default {C.BENCH_PASSAGES})")
+    p.add_argument("--queries", type=int, default=C.BENCH_QUERIES, help=f"SciFact queries (default {C.BENCH_QUERIES})")
     p.add_argument("--quick", action="store_true", help="tiny workload: only checks that the harness runs")
     p.add_argument("--skip", action="append", default=[], choices=["torch", "fastembed", "st"],
                    help="leave a contender out (st: sentence-transformers, ONNX fp32 and int8)")
@@ -85,30 +90,43 @@ def _build_parser():
                         "one JSON object with a 'text' field (or a JSON string) per line")
     p.add_argument("--jsonl", action="store_true", help="read --input as JSON lines whatever its name")
     p.add_argument("--output", "-o", metavar="X.npy", help="write an (n, dim) float32 .npy instead of JSON lines")
-    p.add_argument("--variant", default="auto", choices=[*VARIANTS, "auto"])
+    p.add_argument("--variant", default=DEFAULT_VARIANT, choices=[*VARIANTS, "auto"], help=f"default {DEFAULT_VARIANT}")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--query", action="store_true", help="add 'query: ' once to each text")
     kind.add_argument("--passage", action="store_true", help="add 'passage: ' once to each text")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"texts per forward pass (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-truncate", action="store_true", help="refuse texts over max length instead of cutting")
 
     p = sub.add_parser("serve", help="HTTP server: OpenAI /v1/embeddings and TEI /embed, dynamic batching (server extra)",
                        description="Every flag can also be set by E5ONNX_<FLAG> (e.g. E5ONNX_PORT=9000); a flag wins.")
     p.add_argument("model", nargs="?", help="model folder or Hub repo id (or E5ONNX_MODEL)")
-    p.add_argument("--host", help="address to bind (default 127.0.0.1: loopback only)")
-    p.add_argument("--port", type=int, help="TCP port (default 8000)")
-    p.add_argument("--variant", choices=[*VARIANTS, "auto"], help="default auto")
+    p.add_argument("--host", help=f"address to bind (default {C.SERVER_HOST}: loopback only)")
+    p.add_argument("--port", type=int, help=f"TCP port (default {C.SERVER_PORT})")
+    p.add_argument("--variant", choices=[*VARIANTS, "auto"], help=f"default {DEFAULT_VARIANT}")
     p.add_argument("--threads", type=int, help="inference threads (default: the CPUs this process may use)")
     p.add_argument("--revision", help="Hub branch, tag or commit")
-    p.add_argument("--max-batch-tokens", type=int, help="real tokens merged into one inference call (default 16384)")
-    p.add_argument("--max-client-batch-size", type=int, help="texts per request (default 256)")
-    p.add_argument("--max-queue", type=int, help="requests admitted before 429 (default 512)")
-    p.add_argument("--max-body-bytes", type=int, help="largest request body (default 8 MiB; 413 beyond)")
+    p.add_argument("--max-batch-tokens", type=int,
+                   help=f"real tokens merged into one inference call (default {C.SERVER_MAX_BATCH_TOKENS})")
+    p.add_argument("--max-client-batch-size", type=int,
+                   help=f"texts per request (default {C.SERVER_MAX_CLIENT_BATCH_SIZE})")
+    p.add_argument("--max-queue", type=int, help=f"requests admitted before 429 (default {C.SERVER_MAX_QUEUE})")
+    p.add_argument("--max-body-bytes", type=int,
+                   help=f"largest request body in bytes (default {_bytes(C.SERVER_MAX_BODY_BYTES)}; 413 beyond)")
     p.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' on every route but /health")
     p.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: CORS off)")
-    p.add_argument("--graceful-timeout-s", type=int, help="seconds in-flight requests get on SIGTERM (default 30)")
+    p.add_argument("--graceful-timeout-s", type=int,
+                   help=f"seconds in-flight requests get on SIGTERM (default {C.SERVER_GRACEFUL_TIMEOUT_S})")
     return parser
+
+
+def _bytes(n):
+    """``8388608`` -> ``"8 MiB"`` (whole MiB / KiB), else the byte count."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n % size == 0:
+            return f"{n // size} {unit}"
+    return str(n)
 
 
 def _add_tolerances(p, default=_DEFAULT_TOL):

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from e5onnx.cli import main
-from e5onnx.config import MANIFEST_FILE, ParityTolerances
+from e5onnx.config import MANIFEST_FILE, SMOOTHQUANT_ALPHA_GRID, ParityTolerances
 from e5onnx.errors import ExportError, ParityError
-from e5onnx.export import export_model, graph, int8, int8_graph
+from e5onnx.export import export_model, graph, int8_graph
 from e5onnx.runtime.cpu import cpu_kind, int8_saturates
 
 
@@ -77,7 +77,7 @@ def test_manifest_records_what_was_done(tiny_export, tiny_bert_dir):
     q = m["variants"]["int8"]["quantization"]
     assert q["name"] == "smoothquant-per-token-fused" and q["source_graph"].endswith("(O2)")
     alphas = q["smoothquant_alpha"]  # one α per GEMM input, from the grid
-    assert len(alphas) == 2 * 4 and set(alphas.values()) <= set(int8.ALPHA_GRID)
+    assert len(alphas) == 2 * 4 and set(alphas.values()) <= set(SMOOTHQUANT_ALPHA_GRID)
     tried = [a["form"] for a in q["gate"]["attempts"]]
     assert tried[0] == ("int8/63" if int8_saturates(cpu_kind()) else "int8/127")  # the fastest form first
     levels = int(tried[-1].split("/")[1])

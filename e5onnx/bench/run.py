@@ -16,7 +16,18 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import TOKEN_BUDGET, VARIANT_FILES, VARIANTS
+from ..config import (
+    BENCH_BATCH_SIZES,
+    BENCH_MIXED_PASSAGE_TOKENS,
+    BENCH_MIXED_QUERIES,
+    BENCH_PASSAGES,
+    BENCH_QUERIES,
+    BENCH_REPEATS,
+    BENCH_THREADS,
+    TOKEN_BUDGET,
+    VARIANT_FILES,
+    VARIANTS,
+)
 from ..environment import describe
 from ..runtime.manifest import read_manifest, write_json_atomic
 from . import contenders as C
@@ -45,12 +56,7 @@ def workload(n_passages, n_queries, folder=SCIFACT):
     return passages, [f"query: what regulates ion transport {i}" for i in range(n_queries)], "synthetic"
 
 
-#: The mixed call of issue 9: this many queries and one passage of about :data:`MIXED_PASSAGE_TOKENS` tokens.
-MIXED_QUERIES = 31
-MIXED_PASSAGE_TOKENS = 420
-
-
-def long_passage(tokenize, target=MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400):
+def long_passage(tokenize, target=BENCH_MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400):
     """``(text, tokens)``: the SciFact passage (``passage: `` + title + text) among the first ``scan`` whose
     token count (``tokenize(list) -> id lists``) is closest to ``target``; a synthetic one without SciFact."""
     if (folder / "queries.test.jsonl").is_file():
@@ -65,7 +71,7 @@ def long_passage(tokenize, target=MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400
     return docs[best], lengths[best]
 
 
-def mixed_queries(queries, n=MIXED_QUERIES):
+def mixed_queries(queries, n=BENCH_MIXED_QUERIES):
     """``n`` queries for the mixed call: the workload's first ``n``, cycled when it has fewer."""
     return [queries[i % len(queries)] for i in range(n)] if queries else []
 
@@ -127,8 +133,8 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries=100,
-        batch_sizes=(1, 8, 32, 128), quick=False, skip=(), quality=True, scifact=True, label=None):
+def run(model_dir, out, source=None, threads=BENCH_THREADS, repeats=BENCH_REPEATS, passages=BENCH_PASSAGES,
+        queries=BENCH_QUERIES, batch_sizes=BENCH_BATCH_SIZES, quick=False, skip=(), quality=True, scifact=True, label=None):
     """Run the benchmark; write ``out/results.json``, ``out/results.md`` and ``out/plot.png``; return the result.
 
     Args:
