@@ -8,7 +8,9 @@ Sources:
 """
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 DEFAULT_MODEL_ID = "intfloat/e5-small"
 EMBEDDING_DIM = 384
@@ -146,6 +148,20 @@ BENCH_BATCH_SIZES = (1, 8, 32, 128)
 #: The mixed call of issue 9: this many queries and one passage of about this many tokens in one call.
 BENCH_MIXED_QUERIES = 31
 BENCH_MIXED_PASSAGE_TOKENS = 420
+
+
+#: Environment variable naming the shared data folder (real MiniLM weights, STS-B, SciFact).
+SHARED_ENV = "E5ONNX_SHARED"
+
+
+def shared_dir():
+    """The shared data folder: ``$E5ONNX_SHARED`` when set (and not empty), else ``../shared`` beside the
+    checkout (``<repo>/../shared``). It may not exist (a fresh clone has none): callers check for the files.
+
+    Returns:
+        pathlib.Path (not checked to exist).
+    """
+    return Path(os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 

@@ -27,6 +27,7 @@ from ..config import (
     TOKEN_BUDGET,
     VARIANT_FILES,
     VARIANTS,
+    shared_dir,
 )
 from ..environment import describe
 from ..runtime.manifest import read_manifest, write_json_atomic
@@ -37,13 +38,20 @@ from .quality import scifact_ndcg10, stsb_per_contender
 from .report import mixed_markdown, plot, roofline_markdown, targets_markdown, vs_roofline
 from .speed import agreement, measure_mixed, measure_passages, measure_queries
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SCIFACT = SHARED_DATA / "scifact"
-STSB = SHARED_DATA / "stsb" / "sts-test.tsv"
+def scifact_dir():
+    """BEIR SciFact's folder in the shared data (:func:`~e5onnx.config.shared_dir` ``/data/scifact``)."""
+    return shared_dir() / "data" / "scifact"
 
 
-def workload(n_passages, n_queries, folder=SCIFACT):
-    """SciFact passages (``passage: `` + title + text, the first n) and queries (``query: ``), else synthetic."""
+def stsb_file():
+    """The STS-B test split in the shared data (:func:`~e5onnx.config.shared_dir` ``/data/stsb/sts-test.tsv``)."""
+    return shared_dir() / "data" / "stsb" / "sts-test.tsv"
+
+
+def workload(n_passages, n_queries, folder=None):
+    """SciFact passages (``passage: `` + title + text, the first n) and queries (``query: ``) from ``folder``
+    (default :func:`scifact_dir`), else synthetic."""
+    folder = scifact_dir() if folder is None else Path(folder)
     if (folder / "queries.test.jsonl").is_file():
         from .quality import read_scifact
 
@@ -56,9 +64,11 @@ def workload(n_passages, n_queries, folder=SCIFACT):
     return passages, [f"query: what regulates ion transport {i}" for i in range(n_queries)], "synthetic"
 
 
-def long_passage(tokenize, target=BENCH_MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400):
+def long_passage(tokenize, target=BENCH_MIXED_PASSAGE_TOKENS, folder=None, scan=400):
     """``(text, tokens)``: the SciFact passage (``passage: `` + title + text) among the first ``scan`` whose
-    token count (``tokenize(list) -> id lists``) is closest to ``target``; a synthetic one without SciFact."""
+    token count (``tokenize(list) -> id lists``) is closest to ``target``; a synthetic one without SciFact
+    (``folder`` defaults to :func:`scifact_dir`)."""
+    folder = scifact_dir() if folder is None else Path(folder)
     if (folder / "queries.test.jsonl").is_file():
         from .quality import read_scifact
 
@@ -191,6 +201,7 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
     from ..runtime.variants import choose_variant
 
     texts, qs, name = workload(passages, queries)
+    stsb, scifact_folder = stsb_file(), scifact_dir()
     variants = [v for v in VARIANTS if v in manifest["variants"]]
     all_specs = C.specs(model_dir, source, threads, manifest["max_length"], manifest["embedding_dim"], variants, skip,
                         st_dir=st_dir)
@@ -211,9 +222,10 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
         "queries": measure_queries(cs, qs, repeats),
         "mixed_passage_tokens": passage_tokens,
         "mixed": measure_mixed(ours, mixed_queries(qs), passage, max(5, 3 * repeats)),
-        "quality": (stsb_per_contender(cs, STSB, reference, pairs=64 if quick else None)
-                    if quality and STSB.is_file() else {}),
-        "scifact": _scifact(cs) if quality and scifact and (SCIFACT / "queries.test.jsonl").is_file() else {},
+        "quality": (stsb_per_contender(cs, stsb, reference, pairs=64 if quick else None)
+                    if quality and stsb.is_file() else {}),
+        "scifact": (_scifact(cs, scifact_folder)
+                    if quality and scifact and (scifact_folder / "queries.test.jsonl").is_file() else {}),
     }
     # Each probe runs in a fresh process: first release this process's sessions and their onnxruntime arenas
     # (GBs for the peers that run a call as one pass), so they do not sit in memory beside every probe.
@@ -226,7 +238,7 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
     return result
 
 
-def _scifact(contenders):
+def _scifact(contenders, folder):
     import time
 
     out = {}
@@ -234,6 +246,6 @@ def _scifact(contenders):
         if c.name.startswith("e5onnx"):
             started = time.perf_counter()
             embed = lambda texts, e=c.embedder: e.embed(texts)  # noqa: E731 - MTEB scores MiniLM without prefixes
-            out[c.name] = {"ndcg_at_10": scifact_ndcg10(embed, embed, SCIFACT),
+            out[c.name] = {"ndcg_at_10": scifact_ndcg10(embed, embed, folder),
                            "seconds": time.perf_counter() - started}
     return out
