@@ -1,6 +1,7 @@
-"""Configuration in one place: the shared-data resolver."""
+"""Configuration in one place: the shared-data resolver, the one version source."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,38 @@ def test_shared_dir_defaults_to_the_folder_beside_the_checkout(monkeypatch, valu
     else:
         monkeypatch.setenv("E5ONNX_SHARED", value)
     assert shared_dir() == ROOT.parent / "shared"
+
+
+_READ_VERSION = """
+import sys
+
+class NoE5onnx:  # setuptools must read the version without importing the package (its dependencies)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "e5onnx":
+            raise ImportError("setuptools imported " + name)
+
+sys.meta_path.insert(0, NoE5onnx())
+from setuptools.config.pyprojecttoml import read_configuration
+
+print(read_configuration(sys.argv[1])["project"]["version"])
+"""
+
+
+def test_the_version_is_set_once_in_the_package_and_read_by_pyproject(tmp_path):
+    """A copy of the project whose ``e5onnx/__init__.py`` says 7.7.7: setuptools builds 7.7.7, statically."""
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("setuptools")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "e5onnx").mkdir()
+    init = (ROOT / "e5onnx" / "__init__.py").read_text(encoding="utf-8")
+    assert init.count("__version__ = ") == 1
+    (tmp_path / "e5onnx" / "__init__.py").write_text(
+        re.sub(r'__version__ = "[^"]*"', '__version__ = "7.7.7"', init), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", _READ_VERSION, str(tmp_path / "pyproject.toml")],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "7.7.7"
