@@ -61,6 +61,8 @@ CHARS_PER_TOKEN_BUDGET = 32
 DEFAULT_VARIANT = "auto"
 
 DEFAULT_OPSET = 18
+#: The ONNX opsets ``e5onnx export`` accepts.
+OPSET_MIN, OPSET_MAX = 14, 23
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 QUANTIZATION_MODES = ("int8",)
 

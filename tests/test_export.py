@@ -152,8 +152,10 @@ def test_revision_with_a_local_source_is_refused(tmp_path, tiny_bert_dir):
 
 
 def test_nan_tolerance_is_refused(tmp_path, tiny_bert_dir, capsys):
-    assert main(["export", str(tiny_bert_dir), "-o", str(tmp_path / "m"), "--fp32-max-abs", "nan"]) == 1
-    assert "tolerance fp32_max_abs must be a finite number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # a usage error, found while parsing
+        main(["export", str(tiny_bert_dir), "-o", str(tmp_path / "m"), "--fp32-max-abs", "nan"])
+    assert info.value.code == 2
+    assert "argument --fp32-max-abs: must be a finite number >= 0, got nan" in capsys.readouterr().err
     assert _leftovers(tmp_path) == []
 
 

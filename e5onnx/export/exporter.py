@@ -24,6 +24,8 @@ from ..config import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
+    OPSET_MAX,
+    OPSET_MIN,
     OPTIMIZATION_LEVELS,
     OUTPUT_NAME,
     PASSAGE_PREFIX,
@@ -67,8 +69,8 @@ def _check_args(output, quantize, optimize, opset, max_length, force, bf16):
         raise ExportError(f"--quantize must be one of {QUANTIZATION_MODES}, got {quantize!r}")
     if optimize not in (None, *OPTIMIZATION_LEVELS):
         raise ExportError(f"--optimize must be one of {OPTIMIZATION_LEVELS}, got {optimize!r}")
-    if not isinstance(opset, int) or not 14 <= opset <= 23:
-        raise ExportError(f"--opset must be an int from 14 to 23, got {opset!r}")
+    if not isinstance(opset, int) or not OPSET_MIN <= opset <= OPSET_MAX:
+        raise ExportError(f"--opset must be an int from {OPSET_MIN} to {OPSET_MAX}, got {opset!r}")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ExportError(f"--max-length must be an int >= 2, got {max_length!r}")
     output = Path(output).expanduser().absolute()
