@@ -15,7 +15,7 @@ from pathlib import Path
 from .cli_parser import build_parser
 from .config import ParityTolerances
 from .errors import E5OnnxError, InvalidInputError
-from .runtime.texts import read_texts
+from .textfile import read_numbered_texts
 
 _DEFAULT_TOL = ParityTolerances()
 
@@ -95,16 +95,19 @@ def _cmd_embed(args):
     from .runtime.embedder import Embedder
 
     output = _npy_target(args.output) if args.output is not None else None
-    texts = read_texts(args.input, args.jsonl) if args.input is not None else list(args.texts)
+    if args.input is not None:
+        texts, lines = read_numbered_texts(args.input, args.jsonl)
+    else:
+        texts, lines = list(args.texts), None
     embedder = Embedder.load(args.folder, variant=args.variant, threads=args.threads)
     embed = embedder.embed_queries if args.query else embedder.embed_passages if args.passage else embedder.embed
     try:
         vectors = embed(texts, args.batch_size, truncate=not args.no_truncate)
     except InvalidInputError as exc:
-        if exc.index is None or args.input is None:
+        if exc.index is None or lines is None:
             raise
         name = "<stdin>" if args.input == "-" else args.input
-        raise InvalidInputError(f"{exc} (line {exc.index + 1} of {name})", exc.index) from None
+        raise InvalidInputError(f"{exc} (line {lines[exc.index]} of {name})", exc.index) from None
     if output is not None:
         from .runtime.manifest import write_npy_atomic
 

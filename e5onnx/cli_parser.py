@@ -145,7 +145,8 @@ def _add_embed(sub):
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed (or use --input)")
     p.add_argument("--input", "-i", metavar="FILE",
                    help="UTF-8 file, one text per line, empty lines kept ('-' for stdin); *.jsonl or --jsonl: "
-                        "one JSON object with a 'text' field (or a JSON string) per line")
+                        "one JSON object with a 'text' string (or a JSON string) per line, blank lines skipped, "
+                        "duplicate keys refused")
     p.add_argument("--jsonl", action="store_true", help="read --input as JSON lines whatever its name")
     p.add_argument("--output", "-o", metavar="X.npy", help="write an (n, dim) float32 .npy instead of JSON lines")
     p.add_argument("--variant", default=C.DEFAULT_VARIANT, choices=_VARIANT_CHOICES,

@@ -198,9 +198,10 @@ def test_embed_input_jsonl(capsys, tmp_path, tiny_export, fp32):
 
 @pytest.mark.parametrize("line, reason", [
     (b"not json", "line 2: not JSON"),
-    (b'{"txt": "x"}', "line 2: expected a JSON string or an object with a 'text' string"),
-    (b'{"text": 5}', "line 2: expected a JSON string or an object with a 'text' string"),
-    (b"42", "line 2: expected a JSON string"),
+    (b'{"txt": "x"}', "line 2: expected a JSON string or an object with a 'text' string; the object has keys 'txt'"),
+    (b'{"text": 5}', "line 2: expected a JSON string or an object with a 'text' string; its 'text' is a JSON number"),
+    (b"42", "line 2: expected a JSON string or an object with a 'text' string; got a JSON number"),
+    (b'{"text": "x", "text": "y"}', "line 2: a JSON object has the key 'text' twice"),
 ])
 def test_embed_input_bad_jsonl(capsys, tmp_path, tiny_export, line, reason):
     path = tmp_path / "bad.jsonl"
@@ -210,6 +211,24 @@ def test_embed_input_bad_jsonl(capsys, tmp_path, tiny_export, line, reason):
     assert out == ""
     assert reason in err
     assert str(path) in err
+
+
+def test_embed_input_jsonl_skips_blank_lines(capsys, tmp_path, tiny_export, fp32):
+    path = tmp_path / "texts.jsonl"
+    path.write_bytes(b'{"text": "hello world"}\n\n   \n{"text": "the city"}\n\n')  # trailing blank line too
+    code, out, err = run_cli(capsys, "embed", tiny_export, "--input", path, "--variant", "fp32")
+    assert code == 0, err
+    got = parse_jsonl(out, fp32.dim)
+    assert got.shape == (2, fp32.dim)
+    assert np.max(np.abs(got - fp32.embed(["hello world", "the city"]))) < 1e-6
+
+
+def test_embed_jsonl_error_names_the_file_line_after_blank_lines(capsys, tmp_path, tiny_export):
+    path = tmp_path / "texts.jsonl"
+    path.write_text(json.dumps({"text": "hi"}) + "\n\n\n" + json.dumps({"text": LONG}) + "\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "embed", tiny_export, "-i", path, "--variant", "fp32", "--no-truncate")
+    assert code == 1 and out == ""
+    assert "texts[1] has 202 tokens" in err and f"(line 4 of {path})" in err
 
 
 def test_embed_input_jsonl_lone_surrogate(capsys, tmp_path, tiny_export):

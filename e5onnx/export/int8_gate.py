@@ -30,7 +30,7 @@ from ..config import (
 from ..errors import ExportError
 from ..runtime.cpu import cpu_info, cpu_kind, int8_saturates
 from ..runtime.embedder import Embedder
-from ..runtime.texts import read_texts
+from ..textfile import read_texts
 from . import int8, int8_graph
 
 log = logging.getLogger("e5onnx.export")
@@ -49,7 +49,7 @@ def calibration_texts(path=None):
 
     Raises:
         ExportError: fewer than 8 texts.
-        InvalidInputError: the file cannot be read (see :func:`~e5onnx.runtime.texts.read_texts`).
+        InvalidInputError: the file cannot be read (see :func:`~e5onnx.textfile.read_texts`).
     """
     if path is None:
         raw = resources.files("e5onnx.export").joinpath(INT8_CALIBRATION_FILE).read_text(encoding="utf-8")
