@@ -32,7 +32,7 @@ def _cmd_export(args):
     manifest = export_model(args.model, args.output, quantize=args.quantize, optimize=args.optimize,
                             opset=args.opset, revision=args.revision, max_length=args.max_length,
                             force=args.force, tolerances=_tolerances(args, _DEFAULT_TOL), threads=args.threads,
-                            calibration=args.calibration, bf16=args.bf16)
+                            calibration=args.calibration, bf16=args.bf16, fallback=args.fallback)
     print(json.dumps(_summary(manifest), indent=2))
     return 0
 

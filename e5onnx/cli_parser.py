@@ -82,6 +82,9 @@ def _add_export(sub):
     p.add_argument("model", nargs="?", default=C.DEFAULT_MODEL_ID,
                    help=f"Hub id or local Hugging Face folder (default {C.DEFAULT_MODEL_ID})")
     p.add_argument("--output", "-o", required=True, help="model folder to create")
+    p.add_argument("--fallback", metavar="PATH_OR_ID",
+                   help="when MODEL (a Hub id) cannot be had from the Hub or its HF cache (offline, unreachable), "
+                        "export this local folder or Hub id instead, and say so on stderr")
     p.add_argument("--quantize", choices=C.QUANTIZATION_MODES,
                    help="also write model_int8.onnx (SmoothQuant + per-token INT8, must pass the INT8 quality gate)")
     p.add_argument("--calibration", metavar="FILE",

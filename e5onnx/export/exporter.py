@@ -160,10 +160,28 @@ def _signals_deferred():
                 signal.raise_signal(signum)
 
 
+@contextmanager
+def _libraries_quiet():
+    """transformers' and optimum's own loggers at ERROR while optimum exports (their warnings, such as
+    "`torch_dtype` is deprecated" or "Weight deduplication check ... requires accelerate", are about their
+    internals, not the export); e5onnx's log lines are untouched."""
+    from optimum.utils import logging as optimum_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = [(lib, lib.get_verbosity()) for lib in (transformers_logging, optimum_logging)]
+    for lib, _ in levels:
+        lib.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for lib, level in levels:
+            lib.set_verbosity(level)
+
+
 def _export_fp32(source_dir, tmp, opset):
     from optimum.exporters.onnx import main_export
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _libraries_quiet():
         # torch's tracer warns about constants in the attention-mask code and about its legacy exporter;
         # both are expected for BERT, and parity below is the real check.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -228,11 +246,14 @@ def _exchange(a, b):
 
 def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
                  revision=None, max_length=None, force=False, tolerances=ParityTolerances(), threads=None,
-                 calibration=None, bf16=False):
+                 calibration=None, bf16=False, fallback=None):
     """Export a Hugging Face BERT embedding model to a verified e5onnx model folder.
 
     Args:
         model: Hub id (default ``intfloat/e5-small``) or local Hugging Face folder.
+        fallback: Hub id or local folder exported instead when ``model`` is a Hub id that cannot be had from
+            the Hub (offline, unreachable) or its HF cache; a warning says so (see
+            :func:`~e5onnx.export.source.resolve_source`).
         output: the model folder to create.
         quantize: ``None`` or ``"int8"`` (adds ``model_int8.onnx``, built under the INT8 quality gate, see
             :mod:`e5onnx.export.int8_gate`).
@@ -274,7 +295,7 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         raise ExportError(f"--calibration {str(calibration)!r} is not a readable file")
     with _signals_as_exit():
         return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force,
-                       calibration, bf16)
+                       calibration, bf16, fallback)
 
 
 _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
@@ -326,9 +347,10 @@ def _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id, tolerance
 
 
 def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force, calibration,
-            bf16):
+            bf16, fallback):
     started = time.perf_counter()
-    source_dir, source = resolve_source(model, revision)
+    source_dir, source = resolve_source(model, revision, fallback)
+    model = source["id"]  # the fallback's, when it was taken
     _check_not_inside(source_dir, output)
     config = read_config(source_dir)
     if max_length is None:
