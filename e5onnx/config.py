@@ -166,7 +166,6 @@ def shared_dir():
     return Path(os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[1].parent / "shared")
 
 
-
 @dataclass(frozen=True)
 class ParityTolerances:
     """Parity tolerances on L2-normalised embeddings, compared with the PyTorch reference.
