@@ -13,11 +13,11 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
+from e5onnx.config import shared_dir
 from e5onnx.runtime import Embedder
 
-SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
+SCIFACT = shared_dir() / "data" / "scifact"
 
 
 def workload(n):

@@ -15,6 +15,7 @@ from .errors import (
     ParityError,
 )
 
+#: The one version source: pyproject.toml reads it (``[tool.setuptools.dynamic]``), without importing the package.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -8,7 +8,9 @@ Sources:
 """
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 DEFAULT_MODEL_ID = "intfloat/e5-small"
 EMBEDDING_DIM = 384
@@ -54,10 +56,46 @@ DEFAULT_BATCH_SIZE = 32
 TOKEN_BUDGET = 1024
 #: Texts are tokenised and length-sorted in chunks of this many, to bound memory on huge inputs.
 TOKENIZE_CHUNK = 4096
+#: Characters kept per token of max length before tokenising a very long text (WordPiece averages ~4-5), so a
+#: megabyte text is cut at a space near ``CHARS_PER_TOKEN_BUDGET * max_length`` characters first
+#: (:meth:`e5onnx.runtime.tokenizer.TextTokenizer._head`: exactly the same ids).
+CHARS_PER_TOKEN_BUDGET = 32
+#: ``variant`` when none is asked for: the fastest variant whose recorded checks passed on this CPU.
+DEFAULT_VARIANT = "auto"
 
 DEFAULT_OPSET = 18
+#: The ONNX opsets ``e5onnx export`` accepts.
+OPSET_MIN, OPSET_MAX = 14, 23
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 QUANTIZATION_MODES = ("int8",)
+
+# INT8 export (:mod:`e5onnx.export.int8`, :mod:`e5onnx.export.int8_gate`; measurements in their module docs).
+#: SmoothQuant migration strength α (the paper's default; measured best of 0.3-0.8 on MiniLM, STS-B min cosine).
+SMOOTHQUANT_ALPHA = 0.5
+#: α tried per GEMM input by :func:`e5onnx.export.int8.choose_alphas`.
+SMOOTHQUANT_ALPHA_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+#: Shift added to GELU outputs before unsigned quantisation: GELU's minimum is -0.169971 (at x ≈ -0.7518).
+GELU_SHIFT = 0.17
+#: Channels of each GEMM input computed in fp32 beside the int8 GEMM (step 6 of :mod:`e5onnx.export.int8`'s doc:
+#: on all-MiniLM-L6-v2, STS-B min cosine to fp32 with 1 / 2 / 4 channels 0.997291 / 0.997392 / 0.997542).
+OUTLIER_CHANNELS = 4
+#: Rows of each GEMM input kept from calibration for :func:`e5onnx.export.int8.sensitivity`.
+INT8_SAMPLE_ROWS = 512
+#: Floor of a token's activation scale (an all-zero row would divide by 0).
+INT8_SCALE_FLOOR = 1e-30
+#: Floor of a weight column's largest magnitude in the SmoothQuant scales (an all-zero column).
+INT8_WEIGHT_FLOOR = 1e-12
+#: Built-in calibration/validation texts (original, mixed queries and passages of 3-400 words, several
+#: languages), one JSON object ``{"text": ...}`` per line, inside the ``e5onnx.export`` package.
+INT8_CALIBRATION_FILE = "calibration.jsonl"
+#: Calibration texts per forward pass when measuring activation ranges.
+INT8_CALIBRATION_BATCH = 16
+#: The gate's batch invariance: this many texts, each alone and in one padded batch of
+#: :data:`INT8_INVARIANCE_BATCH` mixed-length texts.
+INT8_INVARIANCE_TEXTS = 6
+INT8_INVARIANCE_BATCH = 32
+#: At most this fraction of the weight MatMuls may be kept in fp32 before the INT8 export gives up.
+INT8_MAX_KEPT_FRACTION = 0.25
 
 #: onnxruntime's intra-op threads spin (busy-wait) between the ops of a run, and stop spinning when the run
 #: returns (session option ``session.force_spinning_stop``, always set), so an idle session does not steal the
@@ -100,6 +138,35 @@ SERVER_RETRY_AFTER_S = 1
 #: Seconds in-flight requests get to finish after SIGTERM/SIGINT before they are cancelled.
 SERVER_GRACEFUL_TIMEOUT_S = 30
 SERVER_ENV_PREFIX = "E5ONNX_"
+
+
+# Benchmark (``e5onnx bench``) defaults.
+#: Threads of every contender (this machine class has 2 cores).
+BENCH_THREADS = 2
+#: Timed repeats of each measurement (the median is reported).
+BENCH_REPEATS = 5
+#: SciFact passages and queries of the workload (synthetic texts without ../shared).
+BENCH_PASSAGES = 500
+BENCH_QUERIES = 100
+#: Batch sizes of the passage throughput table.
+BENCH_BATCH_SIZES = (1, 8, 32, 128)
+#: The bench's mixed call (a service's typical request mix): this many queries and one passage of about this many tokens in one call.
+BENCH_MIXED_QUERIES = 31
+BENCH_MIXED_PASSAGE_TOKENS = 420
+
+
+#: Environment variable naming the shared data folder (real MiniLM weights, STS-B, SciFact).
+SHARED_ENV = "E5ONNX_SHARED"
+
+
+def shared_dir():
+    """The shared data folder: ``$E5ONNX_SHARED`` when set (and not empty), else ``../shared`` beside the
+    checkout (``<repo>/../shared``). It may not exist (a fresh clone has none): callers check for the files.
+
+    Returns:
+        pathlib.Path (not checked to exist).
+    """
+    return Path(os.environ.get(SHARED_ENV) or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from e5onnx.config import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("E5ONNX_SHARED", ROOT.parent / "shared"))
+SHARED = shared_dir()  # $E5ONNX_SHARED, else ../shared
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 STSB_TEST = SHARED / "data" / "stsb" / "sts-test.tsv"
 MSMARCO = SHARED / "data" / "msmarco_examples.jsonl"

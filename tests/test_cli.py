@@ -90,6 +90,7 @@ def test_embed_no_texts_is_a_usage_error(capsys, tiny_export):
     assert info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "needs TEXT arguments or --input" in captured.err
+    assert captured.err.startswith("usage: e5onnx embed ")  # the subcommand's usage, not the top-level one
 
 
 def test_embed_variant_int8(capsys, tiny_export):
@@ -132,17 +133,6 @@ def test_embed_no_truncate_refuses_long_text(capsys, tiny_export):
     assert "texts[1]" in err
     assert "202 tokens" in err
     assert "max_length 128" in err
-
-
-@pytest.mark.parametrize("args, words", [
-    (["--batch-size", "0"], "batch_size"),
-    (["--threads", "0"], "threads"),
-])
-def test_embed_bad_numbers_exit_1(capsys, tiny_export, args, words):
-    code, out, err = run_cli(capsys, "embed", tiny_export, "x", "--variant", "fp32", *args)
-    assert code == 1
-    assert out == ""
-    assert "error:" in err and words in err
 
 
 def test_embed_batch_size_one(capsys, tiny_export, fp32):
@@ -208,9 +198,10 @@ def test_embed_input_jsonl(capsys, tmp_path, tiny_export, fp32):
 
 @pytest.mark.parametrize("line, reason", [
     (b"not json", "line 2: not JSON"),
-    (b'{"txt": "x"}', "line 2: expected a JSON string or an object with a 'text' string"),
-    (b'{"text": 5}', "line 2: expected a JSON string or an object with a 'text' string"),
-    (b"42", "line 2: expected a JSON string"),
+    (b'{"txt": "x"}', "line 2: expected a JSON string or an object with a 'text' string; the object has keys 'txt'"),
+    (b'{"text": 5}', "line 2: expected a JSON string or an object with a 'text' string; its 'text' is a JSON number"),
+    (b"42", "line 2: expected a JSON string or an object with a 'text' string; got a JSON number"),
+    (b'{"text": "x", "text": "y"}', "line 2: a JSON object has the key 'text' twice"),
 ])
 def test_embed_input_bad_jsonl(capsys, tmp_path, tiny_export, line, reason):
     path = tmp_path / "bad.jsonl"
@@ -220,6 +211,24 @@ def test_embed_input_bad_jsonl(capsys, tmp_path, tiny_export, line, reason):
     assert out == ""
     assert reason in err
     assert str(path) in err
+
+
+def test_embed_input_jsonl_skips_blank_lines(capsys, tmp_path, tiny_export, fp32):
+    path = tmp_path / "texts.jsonl"
+    path.write_bytes(b'{"text": "hello world"}\n\n   \n{"text": "the city"}\n\n')  # trailing blank line too
+    code, out, err = run_cli(capsys, "embed", tiny_export, "--input", path, "--variant", "fp32")
+    assert code == 0, err
+    got = parse_jsonl(out, fp32.dim)
+    assert got.shape == (2, fp32.dim)
+    assert np.max(np.abs(got - fp32.embed(["hello world", "the city"]))) < 1e-6
+
+
+def test_embed_jsonl_error_names_the_file_line_after_blank_lines(capsys, tmp_path, tiny_export):
+    path = tmp_path / "texts.jsonl"
+    path.write_text(json.dumps({"text": "hi"}) + "\n\n\n" + json.dumps({"text": LONG}) + "\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "embed", tiny_export, "-i", path, "--variant", "fp32", "--no-truncate")
+    assert code == 1 and out == ""
+    assert "texts[1] has 202 tokens" in err and f"(line 4 of {path})" in err
 
 
 def test_embed_input_jsonl_lone_surrogate(capsys, tmp_path, tiny_export):
@@ -428,6 +437,61 @@ def test_usage_errors_exit_2(capsys, argv):
         main(argv)
     assert info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "DIR", "--port", "70000"], "argument --port: must be a whole number from 0 to 65535, got 70000"),
+    (["serve", "DIR", "--port", "-1"], "argument --port: must be a whole number from 0 to 65535, got -1"),
+    (["serve", "DIR", "--max-queue", "0"], "argument --max-queue: must be a whole number >= 1, got 0"),
+    (["serve", "DIR", "--max-batch-tokens", "0"], "argument --max-batch-tokens: must be a whole number >= 1"),
+    (["serve", "DIR", "--graceful-timeout-s", "0"], "argument --graceful-timeout-s: must be a whole number >= 1"),
+    (["serve", "DIR", "--threads", "0"], "argument --threads: must be a whole number from 1 to "),
+    (["embed", "DIR", "x", "--threads", "0"], "argument --threads: must be a whole number from 1 to "),
+    (["embed", "DIR", "x", "--threads", str((os.cpu_count() or 1) + 1)], "argument --threads: must be a whole number"),
+    (["embed", "DIR", "x", "--batch-size", "-3"], "argument --batch-size: must be a whole number >= 1, got -3"),
+    (["embed", "DIR", "x", "--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got 0"),
+    (["bench", "DIR", "--out", "o", "--repeats", "0"], "argument --repeats: must be a whole number >= 1, got 0"),
+    (["bench", "DIR", "--out", "o", "--threads", "0"], "argument --threads: must be a whole number from 1 to "),
+    (["export", "-o", "o", "--opset", "9"], "argument --opset: must be a whole number from 14 to 23, got 9"),
+    (["export", "-o", "o", "--max-length", "1"], "argument --max-length: must be a whole number >= 2, got 1"),
+    (["export", "-o", "o", "--fp32-max-abs", "nan"], "argument --fp32-max-abs: must be a finite number >= 0, got nan"),
+    (["export", "-o", "o", "--int8-min-cosine", "1.5"], "argument --int8-min-cosine: must be a number from -1 to 1"),
+    (["verify", "DIR", "--threads", "0"], "argument --threads: must be a whole number from 1 to "),
+])
+def test_out_of_range_flags_are_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: e5onnx {argv[0]} ") and message in err
+
+
+@pytest.mark.parametrize("value, message", [
+    ("70000", "port must be a whole number from 0 to 65535, got 70000"),
+    ("abc", "E5ONNX_PORT='abc' is not a whole number"),
+])
+def test_serve_bad_environment_value_is_a_usage_error(capsys, monkeypatch, value, message):
+    monkeypatch.setenv("E5ONNX_PORT", value)
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "DIR"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: e5onnx serve ") and message in err
+
+
+def test_help_reads_defaults_from_config(capsys, monkeypatch):
+    from e5onnx import config
+
+    monkeypatch.setattr(config, "SERVER_PORT", 9123)
+    monkeypatch.setattr(config, "SERVER_MAX_BODY_BYTES", 3 << 20)
+    monkeypatch.setattr(config, "BENCH_REPEATS", 7)
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "TCP port (default 9123)" in help_text and "(default 3 MiB; 413 beyond)" in help_text
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "(default 7)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_version(capsys):

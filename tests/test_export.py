@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from e5onnx.cli import main
-from e5onnx.config import MANIFEST_FILE, ParityTolerances
+from e5onnx.config import MANIFEST_FILE, SMOOTHQUANT_ALPHA_GRID, ParityTolerances
 from e5onnx.errors import ExportError, ParityError
-from e5onnx.export import export_model, graph, int8, int8_graph
+from e5onnx.export import export_model, graph, int8_graph
 from e5onnx.runtime.cpu import cpu_kind, int8_saturates
 
 
@@ -77,7 +77,7 @@ def test_manifest_records_what_was_done(tiny_export, tiny_bert_dir):
     q = m["variants"]["int8"]["quantization"]
     assert q["name"] == "smoothquant-per-token-fused" and q["source_graph"].endswith("(O2)")
     alphas = q["smoothquant_alpha"]  # one α per GEMM input, from the grid
-    assert len(alphas) == 2 * 4 and set(alphas.values()) <= set(int8.ALPHA_GRID)
+    assert len(alphas) == 2 * 4 and set(alphas.values()) <= set(SMOOTHQUANT_ALPHA_GRID)
     tried = [a["form"] for a in q["gate"]["attempts"]]
     assert tried[0] == ("int8/63" if int8_saturates(cpu_kind()) else "int8/127")  # the fastest form first
     levels = int(tried[-1].split("/")[1])
@@ -152,8 +152,10 @@ def test_revision_with_a_local_source_is_refused(tmp_path, tiny_bert_dir):
 
 
 def test_nan_tolerance_is_refused(tmp_path, tiny_bert_dir, capsys):
-    assert main(["export", str(tiny_bert_dir), "-o", str(tmp_path / "m"), "--fp32-max-abs", "nan"]) == 1
-    assert "tolerance fp32_max_abs must be a finite number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # a usage error, found while parsing
+        main(["export", str(tiny_bert_dir), "-o", str(tmp_path / "m"), "--fp32-max-abs", "nan"])
+    assert info.value.code == 2
+    assert "argument --fp32-max-abs: must be a finite number >= 0, got nan" in capsys.readouterr().err
     assert _leftovers(tmp_path) == []
 
 
@@ -177,6 +179,59 @@ def test_signal_during_export_leaves_nothing(tmp_path, tiny_bert_dir, sig, code)
     assert proc.returncode == code, err
     assert "Traceback" not in err
     assert _leftovers(tmp_path) == []
+
+
+def _fake_export(folder, tag):
+    folder.mkdir()
+    (folder / MANIFEST_FILE).write_text(json.dumps({"tag": tag}))
+    (folder / "model.onnx").write_text(tag)
+
+
+@pytest.mark.parametrize("sig, code", [("TERM", 143), ("INT", 130)])
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_signal_while_replacing_an_export_leaves_the_new_one(tmp_path, monkeypatch, capsys, swap, sig, code):
+    """Issue 10 fault (h): a signal between the two renames (old export moved aside, new one not yet in) used to
+    leave the old export in a hidden folder and nothing at the output."""
+    import os
+    import signal
+
+    from e5onnx.export import exporter
+
+    out, new = tmp_path / "out", tmp_path / ".out.partial-1"
+    _fake_export(out, "old")
+    _fake_export(new, "new")
+    signum = getattr(signal, "SIG" + sig)
+    if swap == "exchange":
+        probe = tmp_path / "probe"
+        probe.mkdir()
+        if not exporter._exchange(probe, new):  # swaps them, then back
+            pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here")
+        exporter._exchange(probe, new)
+        probe.rmdir()
+        exchange = exporter._exchange
+
+        def signalled_exchange(a, b):
+            os.kill(os.getpid(), signum)  # arrives just before the swap
+            return exchange(a, b)
+
+        monkeypatch.setattr(exporter, "_exchange", signalled_exchange)
+    else:
+        rename = os.rename
+
+        def signalled_rename(src, dst):  # the first rename (old export moved aside), then the signal
+            monkeypatch.setattr(os, "rename", rename)
+            rename(src, dst)
+            os.kill(os.getpid(), signum)
+
+        monkeypatch.setattr(exporter, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(os, "rename", signalled_rename)
+    with pytest.raises(SystemExit) as info, exporter._signals_as_exit():
+        exporter._place(new, out, force=True)
+    assert info.value.code == code  # handled as a signalled export: exit 143 / 130, once the swap is done
+    assert "interrupted" in capsys.readouterr().err
+    assert json.loads((out / MANIFEST_FILE).read_text()) == {"tag": "new"}
+    assert (out / "model.onnx").read_text() == "new"
+    assert _leftovers(tmp_path) == ["out"]  # no hidden folder left: neither the old export nor the new one
 
 
 def test_verify_after_the_source_moved(tmp_path, tiny_bert_dir, capsys):

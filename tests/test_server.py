@@ -527,7 +527,7 @@ def test_serve_without_a_model_is_a_clear_error():
     env = {k: v for k, v in os.environ.items() if k != "E5ONNX_MODEL"}
     r = subprocess.run([sys.executable, "-m", "e5onnx.cli", "serve"], env=env, capture_output=True, text=True,
                        timeout=TIMEOUT)
-    assert r.returncode == 1 and "no model" in r.stderr
+    assert r.returncode == 2 and "no model" in r.stderr  # a usage error
 
 
 def test_real_minilm_export_answers_the_openai_client(minilm_export):

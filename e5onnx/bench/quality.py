@@ -141,16 +141,18 @@ def main(argv=None):
     import argparse
     import time
 
+    from ..config import SHARED_ENV, shared_dir
     from ..runtime.embedder import Embedder
 
-    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    shared = shared_dir() / "data"
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("model_dir")
     p.add_argument("--variant", default="fp32")
     p.add_argument("--max-length", type=int, help="e.g. 256 for all-MiniLM-L6-v2's published protocol")
     p.add_argument("--e5-prefixes", action="store_true",
                    help="'query: ' on STS sentences and queries, 'passage: ' on documents (e5 protocol)")
-    p.add_argument("--data", default=str(shared), help="folder with stsb/ and scifact/ (default ../shared/data)")
+    p.add_argument("--data", default=str(shared),
+                   help=f"folder with stsb/ and scifact/ (default ${SHARED_ENV}/data, else ../shared/data: {shared})")
     p.add_argument("--skip-scifact", action="store_true")
     args = p.parse_args(argv)
     e = Embedder.load(args.model_dir, variant=args.variant, max_length=args.max_length)

@@ -16,7 +16,18 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import TOKEN_BUDGET, VARIANTS
+from ..config import (
+    BENCH_BATCH_SIZES,
+    BENCH_MIXED_PASSAGE_TOKENS,
+    BENCH_MIXED_QUERIES,
+    BENCH_PASSAGES,
+    BENCH_QUERIES,
+    BENCH_REPEATS,
+    BENCH_THREADS,
+    TOKEN_BUDGET,
+    VARIANTS,
+    shared_dir,
+)
 from ..environment import describe
 from ..runtime.atomic import write_json_atomic
 from ..runtime.manifest import Manifest
@@ -33,13 +44,20 @@ from .report import (
 )
 from .speed import agreement, measure_mixed, measure_passages, measure_queries
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SCIFACT = SHARED_DATA / "scifact"
-STSB = SHARED_DATA / "stsb" / "sts-test.tsv"
+def scifact_dir():
+    """BEIR SciFact's folder in the shared data (:func:`~e5onnx.config.shared_dir` ``/data/scifact``)."""
+    return shared_dir() / "data" / "scifact"
 
 
-def workload(n_passages, n_queries, folder=SCIFACT):
-    """SciFact passages (``passage: `` + title + text, the first n) and queries (``query: ``), else synthetic."""
+def stsb_file():
+    """The STS-B test split in the shared data (:func:`~e5onnx.config.shared_dir` ``/data/stsb/sts-test.tsv``)."""
+    return shared_dir() / "data" / "stsb" / "sts-test.tsv"
+
+
+def workload(n_passages, n_queries, folder=None):
+    """SciFact passages (``passage: `` + title + text, the first n) and queries (``query: ``) from ``folder``
+    (default :func:`scifact_dir`), else synthetic."""
+    folder = scifact_dir() if folder is None else Path(folder)
     if (folder / "queries.test.jsonl").is_file():
         from .quality import read_scifact
 
@@ -52,14 +70,11 @@ def workload(n_passages, n_queries, folder=SCIFACT):
     return passages, [f"query: what regulates ion transport {i}" for i in range(n_queries)], "synthetic"
 
 
-#: The mixed call (a service's typical request mix): this many queries and one passage of about :data:`MIXED_PASSAGE_TOKENS` tokens.
-MIXED_QUERIES = 31
-MIXED_PASSAGE_TOKENS = 420
-
-
-def long_passage(tokenize, target=MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400):
+def long_passage(tokenize, target=BENCH_MIXED_PASSAGE_TOKENS, folder=None, scan=400):
     """``(text, tokens)``: the SciFact passage (``passage: `` + title + text) among the first ``scan`` whose
-    token count (``tokenize(list) -> id lists``) is closest to ``target``; a synthetic one without SciFact."""
+    token count (``tokenize(list) -> id lists``) is closest to ``target``; a synthetic one without SciFact
+    (``folder`` defaults to :func:`scifact_dir`)."""
+    folder = scifact_dir() if folder is None else Path(folder)
     if (folder / "queries.test.jsonl").is_file():
         from .quality import read_scifact
 
@@ -72,7 +87,7 @@ def long_passage(tokenize, target=MIXED_PASSAGE_TOKENS, folder=SCIFACT, scan=400
     return docs[best], lengths[best]
 
 
-def mixed_queries(queries, n=MIXED_QUERIES):
+def mixed_queries(queries, n=BENCH_MIXED_QUERIES):
     """``n`` queries for the mixed call: the workload's first ``n``, cycled when it has fewer."""
     return [queries[i % len(queries)] for i in range(n)] if queries else []
 
@@ -133,8 +148,8 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def run(model_dir, out, source=None, threads=2, repeats=5, passages=500, queries=100,
-        batch_sizes=(1, 8, 32, 128), quick=False, skip=(), quality=True, scifact=True, label=None):
+def run(model_dir, out, source=None, threads=BENCH_THREADS, repeats=BENCH_REPEATS, passages=BENCH_PASSAGES,
+        queries=BENCH_QUERIES, batch_sizes=BENCH_BATCH_SIZES, quick=False, skip=(), quality=True, scifact=True, label=None):
     """Run the benchmark; write ``out/results.json``, ``out/results.md`` and ``out/plot.png``; return the result.
 
     Args:
@@ -189,6 +204,7 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
              scifact, label, st_dir, skipped):
     """Build the contenders and measure everything (see :func:`run`); returns the result dict."""
     texts, qs, name = workload(passages, queries)
+    stsb, scifact_folder = stsb_file(), scifact_dir()
     variants = [v for v in VARIANTS if v in manifest.variants]
     all_specs = C.specs(model_dir, source, threads, manifest.max_length, manifest.embedding_dim, variants, skip,
                         st_dir=st_dir)
@@ -209,9 +225,10 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
         "queries": measure_queries(cs, qs, repeats),
         "mixed_passage_tokens": passage_tokens,
         "mixed": measure_mixed(ours, mixed_queries(qs), passage, max(5, 3 * repeats)),
-        "quality": (stsb_per_contender(cs, STSB, reference, pairs=64 if quick else None)
-                    if quality and STSB.is_file() else {}),
-        "scifact": _scifact(cs) if quality and scifact and (SCIFACT / "queries.test.jsonl").is_file() else {},
+        "quality": (stsb_per_contender(cs, stsb, reference, pairs=64 if quick else None)
+                    if quality and stsb.is_file() else {}),
+        "scifact": (_scifact(cs, scifact_folder)
+                    if quality and scifact and (scifact_folder / "queries.test.jsonl").is_file() else {}),
     }
     # Each probe runs in a fresh process: first release this process's sessions and their onnxruntime arenas
     # (GBs for the peers that run a call as one pass), so they do not sit in memory beside every probe.
@@ -224,14 +241,14 @@ def _measure(model_dir, manifest, source, threads, repeats, passages, queries, b
     return result
 
 
-def _scifact(contenders):
+def _scifact(contenders, folder):
     import time
 
     out = {}
     for c in contenders:
         if c.name.startswith("e5onnx"):
             started = time.perf_counter()
-            embed = lambda texts, e=c.embedder: e.embed(texts)
-            out[c.name] = {"ndcg_at_10": scifact_ndcg10(embed, embed, SCIFACT),
+            embed = lambda texts, e=c.embedder: e.embed(texts)  # MTEB scores MiniLM without prefixes
+            out[c.name] = {"ndcg_at_10": scifact_ndcg10(embed, embed, folder),
                            "seconds": time.perf_counter() - started}
     return out

@@ -1,9 +1,12 @@
 """``export_model``: Hugging Face BERT → ONNX variants → parity check → manifest, written atomically.
 
 The folder is built in a hidden temporary folder beside the output and renamed into place only when every
-variant passed its parity check, so a failed or interrupted export leaves nothing at the output path.
+variant passed its parity check, so a failed or interrupted export leaves nothing at the output path; an old
+export there (``force``) is swapped for the new one so that a signal at any moment leaves one of the two.
 """
 
+import ctypes
+import errno
 import logging
 import os
 import shutil
@@ -22,6 +25,8 @@ from ..config import (
     DEFAULT_MODEL_ID,
     DEFAULT_OPSET,
     MANIFEST_FILE,
+    OPSET_MAX,
+    OPSET_MIN,
     OPTIMIZATION_LEVELS,
     OUTPUT_NAME,
     PASSAGE_PREFIX,
@@ -66,8 +71,8 @@ def _check_args(output, quantize, optimize, opset, max_length, force, bf16):
         raise ExportError(f"--quantize must be one of {QUANTIZATION_MODES}, got {quantize!r}")
     if optimize not in (None, *OPTIMIZATION_LEVELS):
         raise ExportError(f"--optimize must be one of {OPTIMIZATION_LEVELS}, got {optimize!r}")
-    if not isinstance(opset, int) or not 14 <= opset <= 23:
-        raise ExportError(f"--opset must be an int from 14 to 23, got {opset!r}")
+    if not isinstance(opset, int) or not OPSET_MIN <= opset <= OPSET_MAX:
+        raise ExportError(f"--opset must be an int from {OPSET_MIN} to {OPSET_MAX}, got {opset!r}")
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ExportError(f"--max-length must be an int >= 2, got {max_length!r}")
     output = Path(output).expanduser().absolute()
@@ -128,10 +133,54 @@ def _signals_as_exit():
             signal.signal(sig, old)
 
 
+@contextmanager
+def _signals_deferred():
+    """Hold SIGTERM and SIGINT while the block runs (main thread only): a signal that comes meanwhile is recorded,
+    and once the block is done the handler that was in place gets it (:func:`_signals_as_exit`'s raises
+    ``SystemExit``). Python handlers run only in the main thread, so no thread of torch or onnxruntime can
+    interrupt the block either.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        for signum in dict.fromkeys(caught):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler != signal.SIG_IGN:  # SIG_DFL, or a handler not set from Python: the default action
+                signal.raise_signal(signum)
+
+
+@contextmanager
+def _libraries_quiet():
+    """transformers' and optimum's own loggers at ERROR while optimum exports (their warnings, such as
+    "`torch_dtype` is deprecated" or "Weight deduplication check ... requires accelerate", are about their
+    internals, not the export); e5onnx's log lines are untouched."""
+    from optimum.utils import logging as optimum_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = [(lib, lib.get_verbosity()) for lib in (transformers_logging, optimum_logging)]
+    for lib, _ in levels:
+        lib.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for lib, level in levels:
+            lib.set_verbosity(level)
+
+
 def _export_fp32(source_dir, tmp, opset):
     from optimum.exporters.onnx import main_export
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _libraries_quiet():
         # torch's tracer warns about constants in the attention-mask code and about its legacy exporter;
         # both are expected for BERT, and parity below is the real check.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -145,31 +194,65 @@ def _export_fp32(source_dir, tmp, opset):
 
 
 def _place(tmp, output, force):
-    """Move the finished folder ``tmp`` to ``output``, replacing an old one only after the new one is ready."""
-    backup = None
+    """Move the finished folder ``tmp`` to ``output``, replacing an old one only now that the new one is ready.
+
+    The output holds the old export or the new one at every moment: the two are swapped in one atomic step where
+    the system can (:func:`_exchange`), else by two renames, and SIGTERM / Ctrl-C are held until the swap and
+    the removal of the old export are done (:func:`_signals_deferred`), then handled (exit 143 / 130).
+    """
     if output.exists() and not force:  # another export finished there while this one ran
         raise ExportError(f"output {str(output)!r} appeared while exporting; pass --force to replace it")
-    if output.exists():
-        backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-        backup.rmdir()
-        os.rename(output, backup)
+    with _signals_deferred():
+        if not output.exists():
+            os.rename(tmp, output)
+        elif _exchange(tmp, output):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old export
+        else:
+            backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+            backup.rmdir()
+            os.rename(output, backup)
+            try:
+                os.rename(tmp, output)
+            except BaseException:
+                os.rename(backup, output)
+                raise
+            shutil.rmtree(backup, ignore_errors=True)
+
+
+_AT_FDCWD = -100  # <fcntl.h>: paths relative to the working folder
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+
+
+def _exchange(a, b):
+    """Swap the folders at paths ``a`` and ``b`` in one atomic step: Linux ``renameat2(RENAME_EXCHANGE)``
+    (glibc 2.28+). Returns True when swapped, False where the system or file system cannot (nothing changed).
+
+    Raises:
+        OSError: the swap itself failed (a missing path, permissions).
+    """
     try:
-        os.rename(tmp, output)
-    except BaseException:
-        if backup is not None:
-            os.rename(backup, output)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):  # not Linux/glibc (macOS, Windows, musl)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
                  revision=None, max_length=None, force=False, tolerances=ParityTolerances(), threads=None,
-                 calibration=None, bf16=False):
+                 calibration=None, bf16=False, fallback=None):
     """Export a Hugging Face BERT embedding model to a verified e5onnx model folder.
 
     Args:
         model: Hub id (default ``intfloat/e5-small``) or local Hugging Face folder.
+        fallback: Hub id or local folder exported instead when ``model`` is a Hub id that cannot be had from
+            the Hub (offline, unreachable) or its HF cache; a warning says so (see
+            :func:`~e5onnx.export.source.resolve_source`).
         output: the model folder to create.
         quantize: ``None`` or ``"int8"`` (adds ``model_int8.onnx``, built under the INT8 quality gate, see
             :mod:`e5onnx.export.int8_gate`).
@@ -211,7 +294,7 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         raise ExportError(f"--calibration {str(calibration)!r} is not a readable file")
     with _signals_as_exit():
         return _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force,
-                       calibration, bf16)
+                       calibration, bf16, fallback)
 
 
 _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
@@ -260,9 +343,10 @@ def _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id, tolerance
 
 
 def _export(model, output, quantize, optimize, opset, revision, max_length, tolerances, threads, force, calibration,
-            bf16):
+            bf16, fallback):
     started = time.perf_counter()
-    source_dir, source = resolve_source(model, revision)
+    source_dir, source = resolve_source(model, revision, fallback)
+    model = source["id"]  # the fallback's, when it was taken
     _check_not_inside(source_dir, output)
     config = read_config(source_dir)
     if max_length is None:
@@ -286,7 +370,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
         from .reference import TorchReference
 
         reference = TorchReference(source_dir, max_length)
-        pad_token_id = reference.tokenizer.pad_token_id
+        pad_token_id = reference.pad_token_id
         if quantize:
             variants["int8"] = {"file": VARIANT_FILES["int8"],
                                 "quantization": _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id,

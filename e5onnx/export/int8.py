@@ -57,22 +57,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..config import (
+    GELU_SHIFT,
+    INT8_SAMPLE_ROWS,
+    INT8_SCALE_FLOOR,
+    INT8_WEIGHT_FLOOR,
+    OUTLIER_CHANNELS,
+    SMOOTHQUANT_ALPHA,
+    SMOOTHQUANT_ALPHA_GRID,
+)
 from ..errors import ExportError
 
-#: SmoothQuant migration strength α (the paper's default; measured best of 0.3-0.8 on MiniLM, STS-B min cosine).
-SMOOTHQUANT_ALPHA = 0.5
-#: α tried per GEMM input by :func:`choose_alphas`.
-ALPHA_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-#: Shift added to GELU outputs before unsigned quantisation: GELU's minimum is -0.169971 (at x ≈ -0.7518).
-GELU_SHIFT = 0.17
-#: Producers whose output is a GELU (≥ -0.17), quantised unsigned after :data:`GELU_SHIFT`.
+#: Producers whose output is a GELU (≥ -0.17), quantised unsigned after :data:`~e5onnx.config.GELU_SHIFT`.
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
-#: Channels of each GEMM input computed in fp32 beside the int8 GEMM (step 6 of the module doc).
-OUTLIER_CHANNELS = 4
-#: Rows of each GEMM input kept from calibration for :func:`sensitivity`.
-SAMPLE_ROWS = 512
-_SCALE_FLOOR = 1e-30
-_WEIGHT_FLOOR = 1e-12
 _MS = "com.microsoft"
 
 RECIPE = {
@@ -106,7 +103,7 @@ def weight_gemms(model):
 
 
 
-def activation_ranges(model_path, batches, sample_rows=SAMPLE_ROWS, seed=0):
+def activation_ranges(model_path, batches, sample_rows=INT8_SAMPLE_ROWS, seed=0):
     """Per-channel ``max|X_k|`` of every weight GEMM's input over calibration batches (real tokens only).
 
     Args:
@@ -161,7 +158,7 @@ def smoothing_scales(x_max, w_max, alpha=SMOOTHQUANT_ALPHA):
 
 def quantize_weight(w, weight_max):
     """Symmetric per-column int8: ``(w_q (K, N) int8, w_scale (N,) float32)`` with ``|w_q| <= weight_max``."""
-    scale = np.maximum(np.abs(w).max(axis=0), _WEIGHT_FLOOR) / weight_max
+    scale = np.maximum(np.abs(w).max(axis=0), INT8_WEIGHT_FLOOR) / weight_max
     q = np.clip(np.round(w / scale), -weight_max, weight_max).astype(np.int8)
     return q, scale.astype(np.float32)
 
@@ -182,7 +179,7 @@ def simulate(x, w, s, weight_max, shift=0.0, outliers=()):
 
     Args:
         x: ``(rows, K)`` float32 input. w: ``(K, N)`` float32 weight. s: ``(K,)`` smoothing scales.
-        weight_max: 127 or 63. shift: :data:`GELU_SHIFT` for a GELU output (unsigned form), else 0.
+        weight_max: 127 or 63. shift: :data:`~e5onnx.config.GELU_SHIFT` for a GELU output (unsigned form), else 0.
         outliers: channel indices computed in fp32 (:func:`outlier_channels`).
 
     Used by :func:`sensitivity` and by the tests that check the ONNX graph computes the same thing.
@@ -194,7 +191,7 @@ def simulate(x, w, s, weight_max, shift=0.0, outliers=()):
     s = s.copy()
     s[outliers] = 0.0  # out of the int8 GEMM: zero input and weight rows
     u = shifted * np.divide(np.float32(1), s, out=np.zeros_like(s), where=s > 0)
-    m = np.maximum(np.abs(u).max(axis=-1, keepdims=True), np.float32(_SCALE_FLOOR))
+    m = np.maximum(np.abs(u).max(axis=-1, keepdims=True), np.float32(INT8_SCALE_FLOOR))
     q = np.clip(np.rint((u / m) / np.float32(1 / levels)) + zero, 0, 255) - zero
     w_q, w_scale = quantize_weight(w * s[:, None], weight_max)
     product = q.astype(np.float64) @ w_q.astype(np.float64)  # exact: |sum| <= 255 * 127 * K < 2**53
@@ -211,7 +208,7 @@ def _producers(graph):
 
 
 def _shift_of(producers, name):
-    """:data:`GELU_SHIFT` when ``name`` is a GELU's output, else 0."""
+    """:data:`~e5onnx.config.GELU_SHIFT` when ``name`` is a GELU's output, else 0."""
     node = producers.get(name)
     return GELU_SHIFT if node is not None and node.op_type in GELU_OPS else 0.0
 
@@ -253,7 +250,7 @@ def _smoothing_per_input(pairs, ranges, alpha, producers=None):
     return scales
 
 
-def choose_alphas(model_path, ranges, samples, weight_max=127, grid=ALPHA_GRID, outliers=OUTLIER_CHANNELS):
+def choose_alphas(model_path, ranges, samples, weight_max=127, grid=SMOOTHQUANT_ALPHA_GRID, outliers=OUTLIER_CHANNELS):
     """SmoothQuant α per GEMM input: the α of ``grid`` with the least mean relative error
     ``||X W - Q(X) Q(W)|| / ||X W||`` (:func:`simulate`) over the GEMMs reading that input, on the
     calibration samples (per-layer α, as SmoothQuant's authors and Intel Neural Compressor's auto-α do).

@@ -18,23 +18,22 @@ from importlib import resources
 
 import numpy as np
 
+from ..config import (
+    INT8_CALIBRATION_BATCH,
+    INT8_CALIBRATION_FILE,
+    INT8_INVARIANCE_TEXTS,
+    INT8_MAX_KEPT_FRACTION,
+)
+from ..config import (
+    INT8_INVARIANCE_BATCH as INVARIANCE_BATCH,  # the old name: tests/test_packing.py reads it
+)
 from ..errors import ExportError
 from ..runtime.cpu import cpu_info, cpu_kind, int8_saturates
 from ..runtime.embedder import Embedder
-from ..runtime.texts import read_texts
+from ..textfile import read_texts
 from . import int8, int8_graph
 
 log = logging.getLogger("e5onnx.export")
-
-#: Built-in calibration/validation texts (original, mixed queries and passages of 3-400 words, several
-#: languages), one JSON object ``{"text": ...}`` per line; split by :func:`split`.
-BUILTIN_TEXTS = "calibration.jsonl"
-#: Texts checked for batch invariance, each alone and in a batch of :data:`INVARIANCE_BATCH`.
-INVARIANCE_TEXTS = 6
-INVARIANCE_BATCH = 32
-#: At most this fraction of the weight MatMuls may be kept in fp32 before the export gives up.
-MAX_KEPT_FRACTION = 0.25
-CALIBRATION_BATCH = 16
 
 
 def split(texts):
@@ -50,10 +49,10 @@ def calibration_texts(path=None):
 
     Raises:
         ExportError: fewer than 8 texts.
-        InvalidInputError: the file cannot be read (see :func:`~e5onnx.runtime.texts.read_texts`).
+        InvalidInputError: the file cannot be read (see :func:`~e5onnx.textfile.read_texts`).
     """
     if path is None:
-        raw = resources.files("e5onnx.export").joinpath(BUILTIN_TEXTS).read_text(encoding="utf-8")
+        raw = resources.files("e5onnx.export").joinpath(INT8_CALIBRATION_FILE).read_text(encoding="utf-8")
         texts, source = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()], "built-in"
     else:
         texts, source = read_texts(str(path), label="--calibration"), str(path)
@@ -76,18 +75,18 @@ def measure(want, candidate, texts):
 
     Returns:
         dict: ``texts``, ``mean_cosine``, ``min_cosine`` (over ``texts``, batches of 32 each side) and
-        ``batch_invariance_min_cosine``: the first :data:`INVARIANCE_BATCH` texts (mixed lengths) embedded
-        in one real padded forward pass of :data:`INVARIANCE_BATCH` rows (the token budget raised for it, so
-        the short texts are padded to the longest), against the first :data:`INVARIANCE_TEXTS` of them
-        embedded alone.
+        ``batch_invariance_min_cosine``: the first :data:`~e5onnx.config.INT8_INVARIANCE_BATCH` texts (mixed
+        lengths) embedded in one real padded forward pass of that many rows (the token budget raised for it, so
+        the short texts are padded to the longest), against the first
+        :data:`~e5onnx.config.INT8_INVARIANCE_TEXTS` of them embedded alone.
     """
     got = candidate.embed(texts).astype(np.float64)
     cos = np.sum(want * got, axis=1)
     mixed = (texts * -(-INVARIANCE_BATCH // len(texts)))[:INVARIANCE_BATCH]  # always a full batch of 32
     one_pass = INVARIANCE_BATCH * candidate.max_length  # every text fits max_length: one pass of all 32
     batched = candidate.embed(mixed, batch_size=INVARIANCE_BATCH, token_budget=one_pass).astype(np.float64)
-    alone = np.concatenate([candidate.embed([t]) for t in mixed[:INVARIANCE_TEXTS]]).astype(np.float64)
-    worst = float(np.sum(alone * batched[:INVARIANCE_TEXTS], axis=1).min())
+    alone = np.concatenate([candidate.embed([t]) for t in mixed[:INT8_INVARIANCE_TEXTS]]).astype(np.float64)
+    worst = float(np.sum(alone * batched[:INT8_INVARIANCE_TEXTS], axis=1).min())
     return {"texts": len(texts), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
             "batch_invariance_min_cosine": worst}
 
@@ -134,7 +133,7 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
         max_length, pad_token_id: as the export's.
         tolerances: :class:`~e5onnx.config.ParityTolerances` (``int8_*`` fields are the gate).
         threads: ONNX Runtime threads for the measurements.
-        calibration: a text file (one per line, or ``.jsonl``) or ``None`` for :data:`BUILTIN_TEXTS`.
+        calibration: a text file (one per line, or ``.jsonl``) or ``None`` for :data:`~e5onnx.config.INT8_CALIBRATION_FILE`.
 
     Returns:
         dict for the manifest: the recipe (:func:`~.int8_graph.quantize`), ``cpu_kind``, ``calibration`` (source
@@ -148,8 +147,8 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
     reference = Embedder(fp32_path, tokenizer_path, max_length=max_length, threads=threads,
                          pad_token_id=pad_token_id)
     rows = sorted(reference.tokenize(calib), key=len)
-    batches = [reference.pad(rows[i:i + CALIBRATION_BATCH])
-               for i in range(0, len(rows), CALIBRATION_BATCH)]
+    batches = [reference.pad(rows[i:i + INT8_CALIBRATION_BATCH])
+               for i in range(0, len(rows), INT8_CALIBRATION_BATCH)]
     kind = cpu_kind()
     source_path = fp32_path if source_path is None else source_path
     ranges, samples = int8.activation_ranges(source_path, batches)
@@ -158,7 +157,7 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
     for n_form, form in enumerate(forms):
         alphas = int8.choose_alphas(source_path, ranges, samples, form["weight_max"])
         errors = int8.sensitivity(source_path, ranges, samples, alpha=alphas, weight_max=form["weight_max"])
-        limit = int(len(errors) * MAX_KEPT_FRACTION) if n_form == len(forms) - 1 else 0  # sweep the last form
+        limit = int(len(errors) * INT8_MAX_KEPT_FRACTION) if n_form == len(forms) - 1 else 0  # sweep the last form
         keep = []
         while True:
             settings = int8_graph.quantize(source_path, dst, ranges, alpha=alphas, keep=keep, **form)

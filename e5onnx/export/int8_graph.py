@@ -6,9 +6,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..config import GELU_SHIFT, INT8_SCALE_FLOOR, OUTLIER_CHANNELS, SMOOTHQUANT_ALPHA
 from ..errors import ExportError
-from .int8 import (_MS, _SCALE_FLOOR, GELU_SHIFT, OUTLIER_CHANNELS, RECIPE, SMOOTHQUANT_ALPHA, _outliers_of,
-                   _producers, _readers, _shift_of, _smoothing_per_input, quantize_weight, weight_gemms)
+from .int8 import (_MS, RECIPE, _outliers_of, _producers, _readers, _shift_of, _smoothing_per_input, quantize_weight,
+                   weight_gemms)
 from .graph import model_opset
 from .int8_embedding import replace_embed_layer_norm
 from .skip_layer_norm import split_skip_layer_norm
@@ -21,7 +22,7 @@ class _Builder:
         self.graph, self.opset, self.unsigned_weights = graph, opset, unsigned_weights
         self.inits = {i.name: i for i in graph.initializer}
         self.new_inits, self.before, self.replace = [], {}, {}
-        for name, value in {"q8/floor": np.array(_SCALE_FLOOR, np.float32),
+        for name, value in {"q8/floor": np.array(INT8_SCALE_FLOOR, np.float32),
                             "q8/step127": np.array(1 / 127, np.float32), "q8/step255": np.array(1 / 255, np.float32),
                             "q8/zp128": np.array(128, np.uint8), "q8/zp0": np.array(0, np.uint8),
                             "q8/shift": np.array(GELU_SHIFT, np.float32), "q8/axes": np.array([-1], np.int64)}.items():

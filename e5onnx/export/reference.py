@@ -32,6 +32,11 @@ class TorchReference:
             raise TypeError(f"{model_dir}: no fast tokenizer (tokenizer.json) available")
         self.model = AutoModel.from_pretrained(str(model_dir)).eval()
 
+    @property
+    def pad_token_id(self):
+        """The HF tokenizer's padding id (int), recorded in the manifest for the runtime."""
+        return self.tokenizer.pad_token_id
+
     def token_ids(self, texts):
         """Token ids from the HF fast tokenizer with ``truncation=True, max_length``: list of lists of int."""
         return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]

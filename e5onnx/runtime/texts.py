@@ -4,8 +4,6 @@ Accepted input: a single ``str`` (one text) or an iterable of ``str``. Everythin
 :class:`~e5onnx.errors.InvalidInputError` that names the offending index and the reason.
 """
 
-import json
-import sys
 import unicodedata
 from collections.abc import Mapping, Set
 from pathlib import Path
@@ -90,46 +88,3 @@ def add_prefix(texts, prefix):
     """Prefix every text with ``prefix`` exactly once (see :func:`has_prefix` for the rule)."""
     return [t if has_prefix(t, prefix) else prefix + t for t in texts]
 
-
-def read_texts(path, jsonl=False, label="--input"):
-    """Texts from a UTF-8 file: one per line (empty lines kept), or JSON lines when ``jsonl`` or the name ends
-    in ``.jsonl`` (each a string or an object with a ``"text"`` string). ``"-"`` reads standard input.
-
-    A UTF-8 byte-order mark and a final newline are not part of any text; ``\\r\\n`` endings are accepted.
-
-    Returns:
-        list of str.
-
-    Raises:
-        InvalidInputError: the file cannot be read, or a line is not UTF-8 / not the JSON expected (the
-            message names ``label``, the file and the line number).
-    """
-    if path == "-":
-        data, name = sys.stdin.buffer.read(), "<stdin>"
-    else:
-        try:
-            data, name = Path(path).read_bytes(), path
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {label} {path!r}: {exc.strerror}") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a UTF-8 byte-order mark is not part of the first text
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # a final newline ends the last line; it does not start an empty text
-    texts = []
-    for n, raw in enumerate(lines, start=1):
-        try:
-            line = raw.rstrip(b"\r").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{name} line {n}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        if jsonl or name.lower().endswith(".jsonl"):
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{name} line {n}: not JSON ({exc.msg})") from None
-            item = item.get("text") if isinstance(item, dict) else item
-            if not isinstance(item, str):
-                raise InvalidInputError(f"{name} line {n}: expected a JSON string or an object with a 'text' string")
-            line = item
-        texts.append(line)
-    return texts

@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from ..config import CHARS_PER_TOKEN_BUDGET
 from ..errors import ModelFolderError
-
-#: Characters kept per token of max length before tokenising a very long text (WordPiece averages ~4-5).
-CHARS_PER_TOKEN_BUDGET = 32
 
 
 class _Head(str):
