@@ -108,6 +108,7 @@ def _build_parser():
     p.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' on every route but /health")
     p.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: CORS off)")
     p.add_argument("--graceful-timeout-s", type=int, help="seconds in-flight requests get on SIGTERM (default 30)")
+    p.add_argument("--body-timeout-s", type=int, help="seconds a request body may take to arrive (default 30; 408 beyond)")
     return parser
 
 
