@@ -28,10 +28,11 @@ import http.client
 import json
 import os
 import random
-import socket
+import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,27 +51,20 @@ RSS_GROWTH_TARGET_PCT = 10
 from e5onnx.runtime import Embedder
 from e5onnx.runtime.atomic import write_json_atomic
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model, variant, threads, port):
+def start_server(model, variant, threads):
+    """``(process, url)`` of ``e5onnx serve`` on a port it picks itself (``--port 0``), read back from its
+    start-up line ``e5onnx serving NAME on http://HOST:PORT ...``, logged once it answers."""
     env = {**os.environ, "E5ONNX_MAX_QUEUE": "100000"}
-    proc = subprocess.Popen([sys.executable, "-m", "e5onnx.cli", "serve", model, "--port", str(port), "--variant",
+    proc = subprocess.Popen([sys.executable, "-m", "e5onnx.cli", "serve", model, "--port", "0", "--variant",
                              variant, "--threads", str(threads)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # ends when the server does
+        found = re.search(r"e5onnx serving .* on (http://\S+) ", line)
+        if found:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe from filling
+            return proc, found.group(1)
     proc.kill()
-    raise RuntimeError("the server did not start")
+    raise RuntimeError(f"the server did not start (exit status {proc.wait()})")
 
 
 def post(client, texts):
@@ -88,8 +82,6 @@ def saturation(url, embedder, requests, clients, repeats):
     slot = {}
 
     def send(i):
-        import threading
-
         c = slot.setdefault(threading.get_ident(), http[len(slot) % clients])
         return post(c, requests[i])
     list(pool.map(send, range(min(clients, len(requests)))))  # warm-up: connections, arena
@@ -218,7 +210,7 @@ def main(argv=None):
     passages, queries, name = workload(args.passages, args.queries)
     requests = [passages[i:i + 32] for i in range(0, len(passages), 32)]
     embedder = Embedder.load(args.model, variant=args.variant, threads=args.threads)
-    proc, url = start_server(args.model, args.variant, args.threads, free_port())
+    proc, url = start_server(args.model, args.variant, args.threads)
     try:
         result = {"model": args.model, "variant": embedder.variant, "workload": name,
                   "environment": environment(args.threads), "clients": args.clients, "repeats": args.repeats}

@@ -185,6 +185,8 @@ def _add_serve(sub):
     p.add_argument("--cors-origins", help="comma-separated origins allowed by CORS (default: CORS off)")
     p.add_argument("--graceful-timeout-s", type=whole(1),
                    help=f"seconds in-flight requests get on SIGTERM (default {C.SERVER_GRACEFUL_TIMEOUT_S})")
+    p.add_argument("--body-timeout-s", type=whole(1),
+                   help=f"seconds a request body may take to arrive (default {C.SERVER_BODY_TIMEOUT_S}; 408 beyond)")
     return p
 
 

@@ -135,8 +135,24 @@ SERVER_MAX_QUEUE = 512
 SERVER_MAX_BODY_BYTES = 8 * 1024 * 1024
 #: Seconds a client is asked to wait after a 429 (``Retry-After``).
 SERVER_RETRY_AFTER_S = 1
-#: Seconds in-flight requests get to finish after SIGTERM/SIGINT before they are cancelled.
+#: Seconds in-flight requests get to finish after SIGTERM/SIGINT; those still running then get 503.
 SERVER_GRACEFUL_TIMEOUT_S = 30
+#: Seconds uvicorn's own graceful timeout runs past ``--graceful-timeout-s``: a backstop only, the app answers
+#: its unfinished requests 503 at ``--graceful-timeout-s`` itself.
+SERVER_SHUTDOWN_MARGIN_S = 0.5
+#: Seconds a request body may take to arrive in full once its headers are in (408 beyond).
+SERVER_BODY_TIMEOUT_S = 30
+#: Requests with at most this many characters are tokenised on the event loop (well under 1 ms); larger ones in
+#: a worker thread, so the loop keeps accepting connections.
+SERVER_INLINE_TOKENIZE_CHARS = 4096
+#: How often a queued request checks whether its client is still connected, seconds.
+SERVER_DISCONNECT_POLL_S = 0.25
+#: The query the start-up check and ``/health`` embed (one short text: ``/health`` must answer in milliseconds).
+SERVER_CHECK_TEXT = "health check"
+#: Exit status of ``e5onnx serve`` when it cannot listen (address in use, unknown host).
+SERVER_EXIT_CANNOT_LISTEN = 3
+#: Exit status of ``e5onnx serve`` when ``--graceful-timeout-s`` passed with requests unfinished (answered 503).
+SERVER_EXIT_CUT_SHORT = 1
 SERVER_ENV_PREFIX = "E5ONNX_"
 
 

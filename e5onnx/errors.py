@@ -40,21 +40,6 @@ class TextError(InvalidInputError):
         return TextError(self.index, self.reason, field)
 
 
-class RequestError(InvalidInputError):
-    """An HTTP request the server refuses, answered as an OpenAI-style error body.
-
-    Attributes:
-        status: the HTTP status (400, 401, 404, 405, 413, 415, 429, 503).
-        type: the OpenAI error ``type`` (``invalid_request_error``, ``authentication_error``, ...).
-        param: the request field at fault (``"input"``, ``"dimensions"``, ...), or None.
-        headers: extra response headers (``Retry-After`` on 429).
-    """
-
-    def __init__(self, message, status=400, type="invalid_request_error", param=None, index=None, headers=None):
-        super().__init__(message, index)
-        self.status, self.type, self.param, self.headers = status, type, param, headers or {}
-
-
 class ModelFolderError(E5OnnxError):
     """A model folder (or Hub repository) is missing, incomplete or not an e5onnx model folder."""
 

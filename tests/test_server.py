@@ -1,11 +1,20 @@
 """The HTTP server on loopback: the unmodified openai client, every bad input (each followed by a good request),
-API key, 429, failure isolation, 32 concurrent clients against offline embeddings, metrics, settings, and a
-SIGTERM under load. Every test is bounded in requests and time and stops its server."""
+API key, 429, failure isolation, 32 concurrent clients against offline embeddings, metrics, settings, the fault
+paths (client gone mid-body or while queued, a body that never completes, a dead batching task), and
+``e5onnx serve`` itself: SIGTERM under load, past the graceful timeout, a port already taken.
+
+Servers bind port 0 and report the port they got. Where a test needs requests to pile up, inference is held on
+an Event (in a subprocess: until a byte arrives on its stdin) instead of hoping the machine is slow enough; waits
+are for a definite condition, with a generous timeout. Every test is bounded in requests and time and stops its
+server."""
 
 import base64
 import concurrent.futures
+import gzip
 import json
+import logging
 import os
+import queue
 import random
 import re
 import signal
@@ -25,6 +34,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from e5onnx.errors import E5OnnxError, InvalidInputError  # noqa: E402
 from e5onnx.runtime import Embedder  # noqa: E402
 from e5onnx.server.app import create_app  # noqa: E402
+from e5onnx.server.main import Server, uvicorn_config
 from e5onnx.server.settings import ServerSettings, settings_from  # noqa: E402
 
 from conftest import TINY_WORDS, build_bert, build_tiny_tokenizer  # noqa: E402
@@ -47,19 +57,17 @@ def tiny512_export(tmp_path_factory):
 
 
 class Running:
-    """A uvicorn server for ``app`` on a free loopback port, in a thread; ``stop()`` ends it."""
+    """A uvicorn server for ``app`` (:class:`e5onnx.server.main.Server`) on a loopback port it picks itself (port 0),
+    in a thread; ``stop()`` ends it."""
 
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+    def __init__(self, app, settings, embedder):
+        self.embedder, self.state = embedder, app.state.e5onnx
+        self.server = Server(uvicorn_config(app, settings, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + TIMEOUT
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
+        assert self.server.ready.wait(TIMEOUT) and self.server.started, "server did not start"
+        self.port = self.server.port
+        self.url = f"http://127.0.0.1:{self.port}"
         self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT)
 
     def stop(self):
@@ -68,9 +76,24 @@ class Running:
         self.thread.join(TIMEOUT)
         assert not self.thread.is_alive()
 
+    def count(self, status, route="/v1/embeddings"):
+        """Requests answered with ``status`` on ``route``, from the metrics registry."""
+        value = self.state.metrics.registry.get_sample_value("e5onnx_requests_total",
+                                                             {"route": route, "status": str(status)})
+        return value or 0
+
 
 def _serve(embedder, **settings):
-    return Running(create_app(embedder, ServerSettings(model="tiny", **settings), "tiny-model"))
+    settings = ServerSettings(model="tiny", host="127.0.0.1", port=0, **settings)
+    return Running(create_app(embedder, settings, "tiny-model"), settings, embedder)
+
+
+def _until(condition, what):
+    """Wait until ``condition()`` holds (checked every 10 ms), at most TIMEOUT seconds."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +108,28 @@ def server(embedder):
     running.stop()
 
 
-def _good(server):
+def _good(running):
     """A valid request succeeds: the server still answers after a bad one."""
-    r = server.client.post("/v1/embeddings", json={"input": "hello world", "model": "x"})
+    r = running.client.post("/v1/embeddings", json={"input": "hello world", "model": "x"})
     assert r.status_code == 200, r.text
-    assert len(r.json()["data"][0]["embedding"]) == 384 or len(r.json()["data"][0]["embedding"]) > 0
+    got = np.array(r.json()["data"][0]["embedding"])
+    assert np.abs(got - running.embedder.embed(["hello world"])[0]).max() <= 1e-6
 
 
 def _words(rng, n):
     return " ".join(rng.choice(TINY_WORDS) for _ in range(n))
+
+
+def _raw(running, head, body=b""):
+    """A connected socket that has sent ``head`` (request line and headers, without the blank line) and ``body``."""
+    sock = socket.create_connection(("127.0.0.1", running.port), timeout=TIMEOUT)
+    sock.sendall(head.encode("ascii") + b"\r\n\r\n" + body)
+    return sock
+
+
+def _post_head(length):
+    return (f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}")
 
 
 # -- the openai client, unmodified --------------------------------------------------------------------------
@@ -174,15 +210,17 @@ BAD = [
     ("bad input_type", "/v1/embeddings", b'{"input": "x", "input_type": "document"}', 400, "input_type",
      r"one of query, passage"),
     ("over-long, truncate off", "/v1/embeddings", json.dumps({"input": ["ok", "paris " * 600]}).encode(), 400, "input",
-     r"input\[1\]: 602 tokens, over max_length 512, and truncation is off"),
+     r"^input\[1\]: 602 tokens, over max_length 512, and truncation is off; send truncate: true to cut it$"),
     ("over-long TEI", "/embed", json.dumps({"inputs": ["paris " * 600]}).encode(), 400, "inputs",
-     r"inputs\[0\]: 602 tokens"),
+     r"^inputs\[0\]: 602 tokens, over max_length 512"),
     ("integer over 4300 digits", "/v1/embeddings", b'{"input": "x", "dimensions": ' + b"1" * 5000 + b"}", 400, None,
      r"not usable JSON"),
     ("lone surrogate field name", "/embed", b'{"inputs": "x", "\\ud800": 1}', 400, "\\ud800",
      r"unknown field '\\ud800'"),
     ("invisible-only string", "/v1/embeddings", '{"input": ["ok", "\u200b\ufeff"]}'.encode(), 400, "input",
      r"input\[1\] has no tokens"),
+    ("duplicate field", "/v1/embeddings", b'{"input": "x", "model": "m", "input": "y"}', 400, "input",
+     r"field 'input' is given twice in one JSON object"),
     ("body too large", "/v1/embeddings", json.dumps({"input": ["paris " * 11000]}).encode(), 413, None,
      r"over the limit of 65536 bytes"),
 ]
@@ -206,6 +244,15 @@ def test_content_type_must_be_json_or_absent(server):
     ok = server.client.post("/v1/embeddings", content=b'{"input": "x"}',
                             headers={"content-type": "application/json; charset=utf-8"})
     assert ok.status_code == 200
+    _good(server)
+
+
+def test_a_compressed_body_is_415_and_identity_is_accepted(server):
+    body = b'{"input": "x"}'
+    r = server.client.post("/v1/embeddings", content=gzip.compress(body), headers={"content-encoding": "gzip"})
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["message"].startswith("unsupported Content-Encoding 'gzip'")
+    assert server.client.post("/v1/embeddings", content=body, headers={"content-encoding": "identity"}).status_code == 200
     _good(server)
 
 
@@ -243,7 +290,7 @@ def test_health_info_models(server, embedder):
     info = server.client.get("/info").json()
     assert info["variant"] == "fp32" and info["embedding_dim"] == embedder.dim and info["max_input_length"] == 512
     assert info["limits"] == {"max_batch_tokens": 16384, "max_client_batch_size": 16, "max_queue": 512,
-                              "max_body_bytes": 65536}
+                              "max_body_bytes": 65536, "body_timeout_s": 30}
     assert info["version"] and info["api_key_required"] is False
     models = server.client.get("/v1/models").json()
     assert models["data"][0]["id"] == "tiny-model"
@@ -302,127 +349,174 @@ def test_cors_is_off_unless_asked(server, embedder):
         running.stop()
 
 
-# -- queue limit and failure isolation ------------------------------------------------------------------------
+# -- queue limit, failure isolation, faults --------------------------------------------------------------------
 
-class _Slow:
-    """An embedder whose inference waits on an event, so requests pile up in the queue."""
+class _Fake:
+    """An embedder whose inference calls (on the batcher's thread only) are recorded (``calls``: the texts of each
+    queued request in the call), wait while ``gate`` is shut (``entered`` is set when one does), and fail when a
+    text holds the token id ``bad``."""
 
-    def __init__(self, inner):
-        self.inner, self.gate = inner, threading.Event()
+    def __init__(self, inner, bad=None):
+        self.inner, self.bad, self.calls = inner, bad, []
+        self.gate, self.entered = threading.Event(), threading.Event()
         self.gate.set()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def embed_token_ids(self, rows, **kw):
-        assert self.gate.wait(TIMEOUT)
-        return self.inner.embed_token_ids(rows, **kw)
+    def shut(self):
+        self.calls.clear()
+        self.entered.clear()
+        self.gate.clear()
+
+    def run(self, prepared, **kw):
+        parts = prepared if isinstance(prepared, list) else [prepared]
+        if threading.current_thread().name.startswith("e5onnx-inference"):
+            self.calls.append([len(p) for p in parts])
+            self.entered.set()
+            assert self.gate.wait(TIMEOUT)
+        if self.bad is not None and any(self.bad in row for p in parts for row in p.input_ids):
+            raise E5OnnxError("synthetic failure")
+        return self.inner.run(prepared, **kw)
 
 
 def test_full_queue_answers_429_at_once(embedder):
-    slow = _Slow(embedder)
-    running = _serve(slow, max_queue=2)
+    fake = _Fake(embedder)
+    running = _serve(fake, max_queue=2)
     try:
-        slow.gate.clear()
+        fake.shut()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             held = [pool.submit(running.client.post, "/v1/embeddings", json={"input": "paris"}) for _ in range(2)]
-            deadline = time.monotonic() + TIMEOUT
-            while running.server.config.app.state.e5onnx.pending < 2:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            _until(lambda: running.state.pending == 2, "2 requests are admitted")
             for body in ({"input": "paris"}, {"input": ["paris", "city"]}):
-                t0 = time.monotonic()
-                r = running.client.post("/v1/embeddings", json=body)
+                r = running.client.post("/v1/embeddings", json=body)  # answered while inference is still shut
                 assert r.status_code == 429 and r.headers["retry-after"] == "1"
                 assert r.json()["error"]["type"] == "rate_limit_error"
-                assert time.monotonic() - t0 < 5  # at once, not after the queue drains
-            slow.gate.set()
+            assert not fake.gate.is_set()
+            fake.gate.set()
             assert [f.result(TIMEOUT).status_code for f in held] == [200, 200]
         _good(running)
     finally:
-        slow.gate.set()
+        fake.gate.set()
         running.stop()
 
 
 def test_health_answers_at_once_while_the_queue_is_busy(embedder):
-    slow = _Slow(embedder)
-    real = slow.embed_token_ids
-    slow.embed_token_ids = lambda rows, **kw: real(rows, **kw) if len(rows) > 1 else embedder.embed_token_ids(rows, **kw)
-    running = _serve(slow)
+    fake = _Fake(embedder)
+    running = _serve(fake)
     try:
-        slow.gate.clear()  # inference calls of 2+ texts now wait; the health check embeds 1 text
+        fake.shut()  # inference calls of the batcher now wait; /health embeds on a thread of its own
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             held = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["paris", "city"]})
-            deadline = time.monotonic() + TIMEOUT
-            while running.server.config.app.state.e5onnx.pending < 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            t0 = time.monotonic()
+            assert fake.entered.wait(TIMEOUT)
             assert running.client.get("/health").json() == {"status": "ok"}
-            assert time.monotonic() - t0 < 5 and not held.done()
-            slow.gate.set()
+            assert not held.done()
+            fake.gate.set()
             assert held.result(TIMEOUT).status_code == 200
     finally:
-        slow.gate.set()
+        fake.gate.set()
         running.stop()
 
 
 def test_a_client_that_goes_away_is_dropped_from_the_queue(embedder):
-    slow = _Slow(embedder)
-    seen = []
-    real = slow.embed_token_ids
-    slow.embed_token_ids = lambda rows, **kw: seen.append(len(rows)) or real(rows, **kw)
-    running = _serve(slow)
+    fake = _Fake(embedder)
+    running = _serve(fake)
     try:
-        slow.gate.clear()
+        fake.shut()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             held = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["paris"] * 3})
-            deadline = time.monotonic() + TIMEOUT
-            while not seen:  # the first request is in the inference call, waiting on the gate
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            with pytest.raises(httpx.ReadTimeout):  # a second request, whose client gives up while it is queued
-                httpx.post(running.url + "/v1/embeddings", json={"input": ["city"] * 5}, timeout=1.0)
-            time.sleep(1.0)  # the server notices within DISCONNECT_POLL_S
-            slow.gate.set()
+            assert fake.entered.wait(TIMEOUT)  # the first request is in the inference call, waiting on the gate
+            body = json.dumps({"input": ["city"] * 5}).encode()
+            with _raw(running, _post_head(len(body)), body):  # a second request, queued, whose client goes away
+                _until(lambda: running.state.pending == 2, "the second request is queued")
+            _until(lambda: running.count(499) == 1, "the server notices the client is gone")
+            fake.gate.set()
             assert held.result(TIMEOUT).status_code == 200
         _good(running)
-        assert 5 not in seen  # the abandoned texts never reached inference
-        text = running.client.get("/metrics").text
-        assert 'e5onnx_requests_total{route="/v1/embeddings",status="499"} 1.0' in text
+        assert [3] in fake.calls and not any(5 in call for call in fake.calls)  # the abandoned texts never ran
     finally:
-        slow.gate.set()
+        fake.gate.set()
         running.stop()
 
 
-class _Failing:
-    """An embedder that fails on any batch holding the token id ``bad``."""
+def test_a_client_that_goes_away_mid_body_is_499_not_an_error(embedder, caplog):
+    caplog.set_level(logging.INFO)
+    running = _serve(embedder)
+    try:
+        with _raw(running, _post_head(1000), b'{"input": "par'):
+            pass  # closed with 986 bytes of the body unsent
+        _until(lambda: running.count(499) == 1, "the disconnect is counted")
+        assert running.count(500) == 0
+        _good(running)
+    finally:
+        running.stop()
+    assert "closed its connection before its request was read whole" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
-    def __init__(self, inner, bad):
-        self.inner, self.bad = inner, bad
 
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def embed_token_ids(self, rows, **kw):
-        if any(self.bad in r for r in rows):
-            raise E5OnnxError("synthetic failure")
-        return self.inner.embed_token_ids(rows, **kw)
+def test_a_body_that_never_completes_gets_408(embedder):
+    running = _serve(embedder, body_timeout_s=1)
+    try:
+        with _raw(running, _post_head(100), b'{"input": ') as sock:
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))  # until the server closes the connection
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
+        error = json.loads(body)["error"]
+        assert error["code"] == 408 and "not complete within 1 s (--body-timeout-s)" in error["message"]
+        _good(running)
+    finally:
+        running.stop()
 
 
 def test_a_failing_request_affects_only_itself(embedder):
-    bad = embedder.tokenize(["robots"])[0][1]
-    running = _serve(_Failing(embedder, bad))
+    fake = _Fake(embedder, bad=embedder.tokenize(["robots"])[0][1])
+    running = _serve(fake)
+    bodies = [{"input": ["paris", "robots"]}] + [{"input": ["paris", f"city {i}"]} for i in range(7)]
     try:
-        bodies = [{"input": ["paris", "robots"]}] + [{"input": ["paris", f"city {i}"]} for i in range(7)]
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda b: running.client.post("/v1/embeddings", json=b), bodies))
-        assert results[0].status_code == 500 and "synthetic failure" in results[0].json()["error"]["message"]
-        assert [r.status_code for r in results[1:]] == [200] * 7
-        want = embedder.embed(["paris", "city 3"])
-        assert np.abs(np.array([d["embedding"] for d in results[4].json()["data"]]) - want).max() <= 1e-6
+        fake.shut()
+        with concurrent.futures.ThreadPoolExecutor(9) as pool:
+            first = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["hello", "world"]})
+            assert fake.entered.wait(TIMEOUT)
+            results = [pool.submit(running.client.post, "/v1/embeddings", json=b) for b in bodies]
+            _until(lambda: running.state.pending == 9, "8 requests are queued behind the first")
+            fake.gate.set()
+            results = [f.result(TIMEOUT) for f in [first] + results]
     finally:
+        fake.gate.set()
         running.stop()
+    assert fake.calls[1] == [2] * 8  # the 8 queued requests were merged into one call, which failed ...
+    assert results[1].status_code == 500 and "synthetic failure" in results[1].json()["error"]["message"]
+    assert [r.status_code for r in results[:1] + results[2:]] == [200] * 8  # ... and retried one by one
+    want = embedder.embed(["paris", "city 3"])
+    assert np.abs(np.array([d["embedding"] for d in results[5].json()["data"]]) - want).max() <= 1e-6
+
+
+def test_a_dead_batching_task_answers_503_at_once(embedder, caplog):
+    fake = _Fake(embedder)
+    running = _serve(fake)
+    try:
+        fake.shut()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["paris", "city"]})
+            assert fake.entered.wait(TIMEOUT)
+            queued = pool.submit(running.client.post, "/v1/embeddings", json={"input": "paris"})
+            _until(lambda: running.state.pending == 2, "a second request is queued")
+
+            def broken():
+                raise RuntimeError("synthetic batcher bug")
+            running.state.batcher._take = broken  # the loop raises when it next looks at the queue
+            fake.gate.set()
+            assert first.result(TIMEOUT).status_code == 200
+            r = queued.result(TIMEOUT)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+        assert "batching task stopped" in r.json()["error"]["message"]
+        assert running.client.post("/v1/embeddings", json={"input": "paris"}).status_code == 503
+        health = running.client.get("/health")
+        assert health.status_code == 503 and "batching task stopped" in health.json()["error"]["message"]
+    finally:
+        fake.gate.set()
+        running.stop()
+    assert "the batching task stopped (RuntimeError)" in caplog.text
 
 
 # -- concurrency ----------------------------------------------------------------------------------------------
@@ -430,100 +524,183 @@ def test_a_failing_request_affects_only_itself(embedder):
 @pytest.mark.parametrize("variant,tolerance", [("fp32", 1e-6), ("int8", 1e-6)])
 def test_32_concurrent_clients_get_their_own_vectors(tiny512_export, variant, tolerance):
     """Random batches of 1-16 texts of 1-512 tokens from 32 clients; every vector equals the offline one.
-    int8 is batch-invariant (per-token activation scales), so the same tolerance holds."""
+    Inference is held until 32 requests are admitted, so the 31 queued behind the first are merged into shared
+    calls (any two fit in the default 16384 tokens). int8 is batch-invariant (per-token activation scales), so
+    the same tolerance holds."""
     e = Embedder.load(tiny512_export, variant=variant, threads=1)
-    running = _serve(e, max_batch_tokens=4096)
+    fake = _Fake(e)
+    running = _serve(fake)
     rng = random.Random(7)
-    bodies = [[_words(rng, rng.randint(1, 510)) for _ in range(rng.randint(1, 16))] for _ in range(64)]
+    bodies = [[_words(rng, rng.randint(1, 510)) for _ in range(rng.randint(1, 16))] for _ in range(48)]
     try:
         def client(body):
             with httpx.Client(base_url=running.url, timeout=TIMEOUT) as c:
                 return c.post("/v1/embeddings", json={"input": body, "truncate": True})
+        fake.shut()
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
-            results = list(pool.map(client, bodies))
-        batches = running.client.get("/metrics").text
+            futures = [pool.submit(client, body) for body in bodies]
+            _until(lambda: running.state.pending == 32, "32 requests are admitted")
+            fake.gate.set()
+            results = [f.result(TIMEOUT) for f in futures]
     finally:
+        fake.gate.set()
         running.stop()
     for body, r in zip(bodies, results):
         assert r.status_code == 200, r.text
         got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
         assert np.abs(got - e.embed(body)).max() <= tolerance
-    merged = float(re.search(r"^e5onnx_batch_size_sum (\S+)$", batches, re.M).group(1))
-    calls = float(re.search(r"^e5onnx_batch_size_count (\S+)$", batches, re.M).group(1))
-    assert merged / calls > 1  # requests were merged into shared inference calls
+    assert len(fake.calls[1]) > 1  # the first call after the hold merged several requests
 
 
 # -- settings and the command line --------------------------------------------------------------------------
 
 def test_settings_from_flags_environment_and_defaults():
-    env = {"E5ONNX_PORT": "9001", "E5ONNX_MAX_QUEUE": "7", "E5ONNX_MODEL": "some/model"}
+    env = {"E5ONNX_PORT": "9001", "E5ONNX_MAX_QUEUE": "7", "E5ONNX_MODEL": "some/model", "E5ONNX_BODY_TIMEOUT_S": "5"}
     s = settings_from({"port": None, "max_queue": 3}, env)
-    assert (s.model, s.port, s.max_queue, s.host) == ("some/model", 9001, 3, "127.0.0.1")  # a flag wins
+    assert (s.model, s.port, s.max_queue, s.host, s.body_timeout_s) == ("some/model", 9001, 3, "127.0.0.1", 5)
     with pytest.raises(InvalidInputError, match="E5ONNX_PORT='abc' is not a whole number"):
         settings_from({"model": "m"}, {"E5ONNX_PORT": "abc"})
     with pytest.raises(InvalidInputError, match="max_queue must be a whole number >= 1"):
         settings_from({"model": "m", "max_queue": 0}, {})
+    with pytest.raises(InvalidInputError, match="body_timeout_s must be a whole number >= 1"):
+        settings_from({"model": "m", "body_timeout_s": 0}, {})
     with pytest.raises(InvalidInputError, match="no model"):
         settings_from({}, {})
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: ``e5onnx serve`` whose inference calls of more than one text (not the one-text start-up check) wait until a
+#: byte arrives on stdin; it says so on stderr.
+GATED_SERVE = r"""
+import sys, threading
+from e5onnx.runtime import Embedder
+
+opened, real = threading.Event(), Embedder.run
+threading.Thread(target=lambda: sys.stdin.buffer.read(1) and opened.set(), daemon=True).start()
 
 
-def _metric(text, name):
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+def run(self, prepared, *args, **kwargs):
+    if sum(len(p) for p in prepared) > 1 and not opened.is_set():
+        print("test: inference is held", file=sys.stderr, flush=True)
+        opened.wait()
+    return real(self, prepared, *args, **kwargs)
+
+
+Embedder.run = run
+from e5onnx.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class Process:
+    """``e5onnx serve MODEL --port 0 ...`` with held inference (:data:`GATED_SERVE`) in a subprocess; the port is
+    read back from its start-up log line. ``log`` holds every line of its stderr so far."""
+
+    def __init__(self, model, *flags):
+        env = {**os.environ, "E5ONNX_THREADS": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-c", GATED_SERVE, "serve", str(model), "--port", "0",
+                                      "--variant", "fp32", *flags], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log, self._lines = [], queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        port = re.search(r"on http://127\.0\.0\.1:(\d+) ", self.wait_for("e5onnx serving")).group(1)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, text):
+        """The first log line from now on holding ``text``."""
+        while True:
+            line = self._lines.get(timeout=TIMEOUT)
+            assert line is not None, f"the server ended before logging {text!r}:\n{''.join(self.log)}"
+            self.log.append(line)
+            if text in line:
+                return line
+
+    def open_inference(self):
+        self.proc.stdin.write("x")
+        self.proc.stdin.flush()
+
+    def exit_status(self):
+        """The exit status, once the process has ended and its whole log is in :attr:`log`."""
+        status = self.proc.wait(TIMEOUT)
+        for line in iter(lambda: self._lines.get(timeout=TIMEOUT), None):
+            self.log.append(line)
+        return status
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+
+
+def _queue_depth(url):
+    text = httpx.get(url + "/metrics", timeout=TIMEOUT).text
+    return float(re.search(r"^e5onnx_queue_depth (\S+)$", text, re.M).group(1))
 
 
 def test_sigterm_under_load_loses_no_accepted_request(tiny512_export):
-    """48 requests are read by the server (admitted: answered or in its queue), SIGTERM comes while many are
-    still queued, and every one of them is answered in full; then the process exits with status 0."""
-    port = _free_port()
-    env = {**os.environ, "E5ONNX_THREADS": "1", "E5ONNX_MAX_BATCH_TOKENS": "2048"}
-    proc = subprocess.Popen([sys.executable, "-m", "e5onnx.cli", "serve", str(tiny512_export), "--port", str(port),
-                             "--variant", "fp32"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    route = 'e5onnx_requests_total{route="/v1/embeddings",status="200"}'
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        rng = random.Random(3)
-        bodies = [[_words(rng, rng.randint(300, 500)) for _ in range(16)] for _ in range(48)]
+    """48 requests are admitted while inference is held (one in the inference call, 47 queued), SIGTERM comes,
+    then inference goes on: every one is answered in full, and the process exits with status 0."""
+    server = Process(tiny512_export)
+    rng = random.Random(3)
+    bodies = [[_words(rng, rng.randint(5, 40)) for _ in range(16)] for _ in range(48)]
 
-        def client(body):
-            with httpx.Client(timeout=TIMEOUT) as c:
-                r = c.post(url + "/v1/embeddings", json={"input": body, "truncate": True})
-            return r.status_code, len(r.json()["data"]) if r.status_code == 200 else r.text
+    def client(body):
+        with httpx.Client(timeout=TIMEOUT) as c:
+            r = c.post(server.url + "/v1/embeddings", json={"input": body})
+        return r.status_code, len(r.json()["data"]) if r.status_code == 200 else r.text
+    try:
         with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
             futures = [pool.submit(client, b) for b in bodies]
-            with httpx.Client(base_url=url, timeout=TIMEOUT) as watcher:
-                while True:  # until the server has read every request
-                    metrics = watcher.get("/metrics").text
-                    queued = _metric(metrics, "e5onnx_queue_depth")
-                    if _metric(metrics, route) + queued >= len(bodies):
-                        break
-                    assert time.monotonic() < deadline + TIMEOUT, "requests were not admitted"
-                    time.sleep(0.01)
-            proc.send_signal(signal.SIGTERM)
+            _until(lambda: _queue_depth(server.url) == len(bodies), "every request is admitted")
+            server.proc.send_signal(signal.SIGTERM)
+            server.wait_for("shutting down: requests still running in 30 s get 503")
+            server.open_inference()
             results = [f.result(TIMEOUT) for f in futures]
-        assert proc.wait(TIMEOUT) == 0, proc.stdout.read()
+        assert server.exit_status() == 0, "".join(server.log)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert queued >= 8, f"only {queued} requests were in flight at SIGTERM: the test would prove little"
+        server.kill()
     assert results == [(200, 16)] * len(bodies)
 
 
+def test_requests_past_the_graceful_timeout_get_503_and_the_process_exits_1(tiny512_export):
+    """Inference is held for ever; after SIGTERM and --graceful-timeout-s 1 the request gets a JSON 503, and the
+    process exits with status 1 although the inference call never returns, with no traceback in its log."""
+    server = Process(tiny512_export, "--graceful-timeout-s", "1")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.post, server.url + "/v1/embeddings", json={"input": ["paris", "city"]},
+                               timeout=TIMEOUT)
+            server.wait_for("test: inference is held")
+            server.proc.send_signal(signal.SIGTERM)
+            r = held.result(TIMEOUT)
+        assert server.exit_status() == 1, "".join(server.log)
+    finally:
+        server.kill()
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert error["type"] == "service_unavailable" and error["message"].startswith("the server is shutting down")
+    log = "".join(server.log)
+    assert "Traceback" not in log and "exiting with status 1: 1 request(s) were still running" in log
+
+
+def test_serve_exits_3_when_the_port_is_taken(tiny512_export):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "e5onnx.cli", "serve", str(tiny512_export), "--port", str(port)],
+                           capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert r.returncode == 3, r.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+
+
 def test_serve_without_a_model_is_a_clear_error():
+
     env = {k: v for k, v in os.environ.items() if k != "E5ONNX_MODEL"}
     r = subprocess.run([sys.executable, "-m", "e5onnx.cli", "serve"], env=env, capture_output=True, text=True,
                        timeout=TIMEOUT)

@@ -1,7 +1,9 @@
 """The HTTP server (``e5onnx serve``, ``pip install 'e5onnx[server]'``): torch-free, OpenAI- and
 text-embeddings-inference-compatible, with dynamic batching and Prometheus metrics.
 
-Modules: :mod:`.settings` (flags and ``E5ONNX_*`` variables), :mod:`.requests` (body parsing and validation),
-:mod:`.batcher` (merging requests into inference calls), :mod:`.metrics`, :mod:`.app` (routes), :mod:`.main`
-(uvicorn, signals).
+Modules: :mod:`.settings` (flags and ``E5ONNX_*`` variables), :mod:`.body` (reading a body within the limits),
+:mod:`.requests` (body parsing and validation), :mod:`.pipeline` (a request through the runtime and the queue),
+:mod:`.batcher` (merging requests into inference calls), :mod:`.errors` (HTTP errors and the status table),
+:mod:`.state` (what the handlers share), :mod:`.handlers` (one function per route), :mod:`.app` (routes, the
+wrapper every route runs in), :mod:`.metrics`, :mod:`.main` (uvicorn, signals, exit statuses).
 """

@@ -6,16 +6,17 @@
 - text-embeddings-inference ``POST /embed``: ``inputs``, ``normalize``, ``truncate``,
   ``truncation_direction`` (``right`` only), ``prompt_name`` (``query`` | ``passage``), ``dimensions``.
 
-Every refusal is a :class:`~e5onnx.errors.RequestError` (400) naming the field (``param``) and, for a text, its
-index. Decisions (documented in README "Serving"): an empty or whitespace-only string is refused (OpenAI and TEI
+Every refusal is an :class:`~e5onnx.server.errors.HTTPError` (400) naming the field (``param``) and, for a text,
+its index. Decisions (documented in README "Serving"): an empty or whitespace-only string is refused (OpenAI and TEI
 refuse it too; the Python API embeds it as ``[CLS] [SEP]``); unknown fields are refused (a typo such as
-``encoding-format`` must not be ignored silently); token-id arrays are refused (send text).
+``encoding-format`` must not be ignored silently), and so is a field given twice in one object (JSON leaves it
+undefined; Python's parser keeps the last); token-id arrays are refused (send text).
 """
 
 import json
 from dataclasses import dataclass
 
-from ..errors import RequestError
+from .errors import HTTPError
 
 OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "input_type", "truncate")
 TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
@@ -47,26 +48,43 @@ def parse_json(body):
     """The JSON object in ``body`` (bytes).
 
     Raises:
-        RequestError: the body is empty, not UTF-8 (the byte offset is given), not JSON (line and column), or
-            not a JSON object.
+        HTTPError: 400: the body is empty, not UTF-8 (the byte offset is given), not JSON (line and column), not
+            a JSON object, or an object in it has a key twice (the key is named).
     """
     if not body.strip():
-        raise RequestError("the request body is empty: send a JSON object")
+        raise HTTPError("the request body is empty: send a JSON object")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+        raise HTTPError(f"the request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
-        raise RequestError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise HTTPError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise RequestError("the request body is not valid JSON: nested too deeply") from None
+        raise HTTPError("the request body is not valid JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer over Python's 4300-digit conversion limit
-        raise RequestError(f"the request body is not usable JSON: {str(exc)[:200]}") from None
+        raise HTTPError(f"the request body is not usable JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
-        raise RequestError(f"the request body must be a JSON object, got a JSON {_kind(obj)}")
+        raise HTTPError(f"the request body must be a JSON object, got a JSON {_kind(obj)}")
     return obj
+
+
+def _unique_keys(pairs):
+    """A JSON object's ``(key, value)`` pairs as a dict, refusing a key given twice."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            shown = _shown(key)
+            raise HTTPError(f"field '{shown}' is given twice in one JSON object: send each field once", param=shown)
+        obj[key] = value
+    return obj
+
+
+def _shown(key):
+    """``key`` safe to quote: at most 64 characters, ASCII (a key may hold lone surrogates or control characters,
+    which must not reach the response raw)."""
+    return (key if len(key) <= 64 else key[:64] + "...").encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _kind(value):
@@ -77,33 +95,32 @@ def _kind(value):
 def _unknown(obj, allowed):
     for key in obj:
         if key not in allowed:
-            # escaped: a key may hold lone surrogates or control characters, which must not reach the response raw
-            shown = (key if len(key) <= 64 else key[:64] + "...").encode("ascii", "backslashreplace").decode("ascii")
-            raise RequestError(f"unknown field '{shown}'; accepted fields: {', '.join(allowed)}", param=shown)
+            shown = _shown(key)
+            raise HTTPError(f"unknown field '{shown}'; accepted fields: {', '.join(allowed)}", param=shown)
 
 
 def _texts(value, field, limit):
     if isinstance(value, str):
         value = [value]
     elif not isinstance(value, list):
-        raise RequestError(f"'{field}' must be a string or an array of strings, got a JSON {_kind(value)}", param=field)
+        raise HTTPError(f"'{field}' must be a string or an array of strings, got a JSON {_kind(value)}", param=field)
     if not value:
-        raise RequestError(f"'{field}' is an empty array: send at least one text", param=field)
+        raise HTTPError(f"'{field}' is an empty array: send at least one text", param=field)
     if len(value) > limit:
-        raise RequestError(f"'{field}' has {len(value)} texts, over the limit of {limit} per request "
-                           "(--max-client-batch-size)", param=field)
+        raise HTTPError(f"'{field}' has {len(value)} texts, over the limit of {limit} per request "
+                        "(--max-client-batch-size)", param=field)
     for i, text in enumerate(value):
         if isinstance(text, (int, list)) and not isinstance(text, bool):
-            raise RequestError(f"{field}[{i}]: token-id arrays are not supported; send the text", param=field, index=i)
+            raise HTTPError(f"{field}[{i}]: token-id arrays are not supported; send the text", param=field)
         if not isinstance(text, str):
-            raise RequestError(f"{field}[{i}] must be a string, got a JSON {_kind(text)}", param=field, index=i)
+            raise HTTPError(f"{field}[{i}] must be a string, got a JSON {_kind(text)}", param=field)
         if not text.strip():
-            raise RequestError(f"{field}[{i}] is an empty or whitespace-only string", param=field, index=i)
+            raise HTTPError(f"{field}[{i}] is an empty or whitespace-only string", param=field)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise RequestError(f"{field}[{i}] holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at character "
-                               f"{exc.start}: not valid Unicode text", param=field, index=i) from None
+            raise HTTPError(f"{field}[{i}] holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at character "
+                            f"{exc.start}: not valid Unicode text", param=field) from None
     return value
 
 
@@ -111,7 +128,7 @@ def _body_texts(obj, allowed, field, max_texts):
     """The texts of ``obj[field]`` after refusing unknown fields and a missing ``field``."""
     _unknown(obj, allowed)
     if field not in obj:
-        raise RequestError(f"'{field}' is required", param=field)
+        raise HTTPError(f"'{field}' is required", param=field)
     return _texts(obj[field], field, max_texts)
 
 
@@ -121,7 +138,7 @@ def _choice(obj, field, allowed, default=None):
         return default
     if not isinstance(value, str) or value.lower() not in allowed:
         shown = repr(value) if isinstance(value, str) and len(value) <= 32 else f"a JSON {_kind(value)}"
-        raise RequestError(f"'{field}' must be one of {', '.join(allowed)}, got {shown}", param=field)
+        raise HTTPError(f"'{field}' must be one of {', '.join(allowed)}, got {shown}", param=field)
     return value.lower()
 
 
@@ -130,7 +147,7 @@ def _bool(obj, field, default):
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise RequestError(f"'{field}' must be true or false, got a JSON {_kind(value)}", param=field)
+        raise HTTPError(f"'{field}' must be true or false, got a JSON {_kind(value)}", param=field)
     return value
 
 
@@ -139,9 +156,9 @@ def _dimensions(obj, dim):
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"'dimensions' must be an integer, got a JSON {_kind(value)}", param="dimensions")
+        raise HTTPError(f"'dimensions' must be an integer, got a JSON {_kind(value)}", param="dimensions")
     if value != dim:
-        raise RequestError(f"'dimensions' must be {dim} for this model (it does not support shortened vectors), "
+        raise HTTPError(f"'dimensions' must be {dim} for this model (it does not support shortened vectors), "
                            f"got {value}", param="dimensions")
 
 
@@ -149,12 +166,12 @@ def parse_openai(obj, dim, max_texts):
     """An :class:`EmbedRequest` from an OpenAI embeddings body (see the module docstring).
 
     Raises:
-        RequestError: a missing ``input``, an unknown field, a wrong type or value (the field is named).
+        HTTPError: 400: a missing ``input``, an unknown field, a wrong type or value (the field is named).
     """
     texts = _body_texts(obj, OPENAI_FIELDS, "input", max_texts)
     for field in ("model", "user"):
         if obj.get(field) is not None and not isinstance(obj[field], str):
-            raise RequestError(f"'{field}' must be a string, got a JSON {_kind(obj[field])}", param=field)
+            raise HTTPError(f"'{field}' must be a string, got a JSON {_kind(obj[field])}", param=field)
     _dimensions(obj, dim)
     return EmbedRequest(texts=texts, prompt=_choice(obj, "input_type", PROMPTS),
                         truncate=_bool(obj, "truncate", False),
@@ -166,12 +183,12 @@ def parse_tei(obj, dim, max_texts):
     """An :class:`EmbedRequest` from a text-embeddings-inference ``/embed`` body (see the module docstring).
 
     Raises:
-        RequestError: a missing ``inputs``, an unknown field, a wrong type or value (the field is named).
+        HTTPError: 400: a missing ``inputs``, an unknown field, a wrong type or value (the field is named).
     """
     texts = _body_texts(obj, TEI_FIELDS, "inputs", max_texts)
     if _choice(obj, "truncation_direction", ("right", "left"), "right") == "left":
-        raise RequestError("'truncation_direction' left is not supported: e5 keeps the start of a text",
-                           param="truncation_direction")
+        raise HTTPError("'truncation_direction' left is not supported: e5 keeps the start of a text",
+                        param="truncation_direction")
     _dimensions(obj, dim)
     return EmbedRequest(texts=texts, prompt=_choice(obj, "prompt_name", PROMPTS), truncate=_bool(obj, "truncate", False),
                         normalize=_bool(obj, "normalize", True))

@@ -25,7 +25,8 @@ class ServerSettings:
         max_body_bytes: largest request body in bytes (more: 413).
         api_key_env: name of the environment variable holding the bearer API key (None: no key needed).
         cors_origins: comma-separated origins allowed by CORS ("" : CORS off).
-        graceful_timeout_s: seconds in-flight requests get after SIGTERM/SIGINT.
+        graceful_timeout_s: seconds in-flight requests get after SIGTERM/SIGINT (then 503).
+        body_timeout_s: seconds a request body may take to arrive in full (then 408).
     """
 
     model: str
@@ -41,10 +42,12 @@ class ServerSettings:
     api_key_env: str = None
     cors_origins: str = ""
     graceful_timeout_s: int = C.SERVER_GRACEFUL_TIMEOUT_S
+    body_timeout_s: int = C.SERVER_BODY_TIMEOUT_S
 
     def __post_init__(self):
         whole_number("port", self.port, 0, 65535)
-        for name in ("max_batch_tokens", "max_client_batch_size", "max_queue", "max_body_bytes", "graceful_timeout_s"):
+        for name in ("max_batch_tokens", "max_client_batch_size", "max_queue", "max_body_bytes", "graceful_timeout_s",
+                     "body_timeout_s"):
             whole_number(name, getattr(self, name), 1)
 
     def api_key(self):

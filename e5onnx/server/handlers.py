@@ -1,0 +1,81 @@
+"""The route handlers: small functions of a request over the app's :class:`~e5onnx.server.state.AppState`
+(``request.app.state.e5onnx``). Authorisation, error mapping, metrics and the shutdown deadline are the
+wrapper's in :mod:`e5onnx.server.app`; a handler returns a response or raises."""
+
+import base64
+
+from starlette.responses import JSONResponse, Response
+
+from .. import __version__
+from ..errors import E5OnnxError
+from .body import read_body
+from .errors import HTTPError
+from .pipeline import check_embedding, embed
+from .requests import parse_json, parse_openai, parse_tei
+from .state import model_source
+
+#: The settings ``GET /info`` reports under ``limits``.
+INFO_LIMITS = ("max_batch_tokens", "max_client_batch_size", "max_queue", "max_body_bytes", "body_timeout_s")
+
+
+async def _body(state, request):
+    return parse_json(await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout_s))
+
+
+async def openai_embeddings(request):
+    """``POST /v1/embeddings``: OpenAI's embeddings response (float lists or base64 little-endian float32)."""
+    state = request.app.state.e5onnx
+    req = parse_openai(await _body(state, request), state.embedder.dim, state.settings.max_client_batch_size)
+    vectors, tokens = await embed(state, req, "input", request)
+    data = [{"object": "embedding", "index": i,
+             "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
+                           if req.encoding_format == "base64" else v.tolist())}
+            for i, v in enumerate(vectors)]
+    return JSONResponse({"object": "list", "data": data, "model": state.model_id,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def tei_embed(request):
+    """``POST /embed``: text-embeddings-inference's response, a list of vectors."""
+    state = request.app.state.e5onnx
+    req = parse_tei(await _body(state, request), state.embedder.dim, state.settings.max_client_batch_size)
+    vectors, _ = await embed(state, req, "inputs", request)
+    return JSONResponse(vectors.tolist())
+
+
+async def models(request):
+    """``GET /v1/models``: the served model, OpenAI's shape."""
+    model_id = request.app.state.e5onnx.model_id
+    return JSONResponse({"object": "list", "data": [{"id": model_id, "object": "model", "created": 0,
+                                                     "owned_by": "e5onnx"}]})
+
+
+async def health(request):
+    """``GET /health``: 200 when a test embedding (beside the queue) is a finite unit vector, else 503."""
+    state = request.app.state.e5onnx
+    if state.batcher.failure is not None:
+        raise HTTPError(f"unhealthy: {state.batcher.failure}", 503)
+    try:
+        await check_embedding(state, direct=True)
+    except E5OnnxError as exc:
+        raise HTTPError(f"unhealthy: {exc}", 503) from None
+    return JSONResponse({"status": "ok"})
+
+
+async def info(request):
+    """``GET /info``: what is served and with which limits."""
+    state = request.app.state.e5onnx
+    embedder, settings = state.embedder, state.settings
+    return JSONResponse({
+        "model_id": state.model_id, "model_revision": model_source(embedder)[2], "variant": embedder.variant,
+        "embedding_dim": embedder.dim, "max_input_length": embedder.max_length, "threads": embedder.threads,
+        "prefixes": {"query": embedder.query_prefix, "passage": embedder.passage_prefix},
+        "limits": {k: getattr(settings, k) for k in INFO_LIMITS},
+        "api_key_required": state.api_key is not None, "version": __version__,
+    })
+
+
+async def metrics(request):
+    """``GET /metrics``: Prometheus text format."""
+    body, content_type = request.app.state.e5onnx.metrics.render()
+    return Response(body, media_type=content_type)
