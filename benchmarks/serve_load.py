@@ -190,7 +190,8 @@ def rss_over_requests(url, pid, n, seed=0):
                 samples.append({"request": i, "rss_mb": round(status_mb("VmRSS", pid), 1)})
                 print(samples[-1], flush=True)
     after = [s["rss_mb"] for s in samples if s["request"] >= 1000]
-    return {"samples": samples, "growth_after_1000_pct": round(100 * (max(after) / after[0] - 1), 1) if after else None}
+    growth = round(100 * (max(after) / after[0] - 1), 1) if len(after) >= 2 else None  # nothing after the warm-up
+    return {"samples": samples, "growth_after_1000_pct": growth}
 
 
 def main(argv=None):
@@ -202,7 +203,8 @@ def main(argv=None):
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--clients", type=int, default=8, help="concurrent clients for the saturation run")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--rss-requests", type=int, default=10000)
+    p.add_argument("--rss-requests", type=int, default=10000,
+                   help="requests of the RSS run; growth is measured after the first 1,000 (0: no RSS run)")
     p.add_argument("--rss-only", action="store_true", help="only the RSS run (4)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)

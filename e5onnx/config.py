@@ -79,6 +79,9 @@ GELU_SHIFT = 0.17
 #: Channels of each GEMM input computed in fp32 beside the int8 GEMM (step 6 of :mod:`e5onnx.export.int8`'s doc:
 #: on all-MiniLM-L6-v2, STS-B min cosine to fp32 with 1 / 2 / 4 channels 0.997291 / 0.997392 / 0.997542).
 OUTLIER_CHANNELS = 4
+#: Largest block (values per scale) tried for the INT8 word-embedding table (``GatherBlockQuantized`` needs a
+#: power of two of at least 16; 128 divides 384).
+INT8_WORD_TABLE_MAX_BLOCK = 128
 #: Rows of each GEMM input kept from calibration for :func:`e5onnx.export.int8.sensitivity`.
 INT8_SAMPLE_ROWS = 512
 #: Floor of a token's activation scale (an all-zero row would divide by 0).
@@ -169,6 +172,15 @@ BENCH_BATCH_SIZES = (1, 8, 32, 128)
 #: The bench's mixed call (a service's typical request mix): this many queries and one passage of about this many tokens in one call.
 BENCH_MIXED_QUERIES = 31
 BENCH_MIXED_PASSAGE_TOKENS = 420
+#: Batch size at which the targets' passage throughput is judged.
+BENCH_TARGET_BATCH = 32
+#: Tokens of the single query the latency floor is computed for (a typical SciFact query with ``query: ``).
+BENCH_QUERY_TOKENS = 20
+#: ``SentenceTransformer.encode``'s default ``batch_size``: a call of more texts runs as length-sorted passes of
+#: this many, as a sentence-transformers user gets it. One pass per call (``batch_size=len(texts)``, 128 x 512
+#: tokens at the bench's batch 128) kept 8.6 (fp32) / 9.4 (int8) GB per session in onnxruntime's arena
+#: (benchmarks/README.md), and the run held both sessions at once.
+BENCH_ST_BATCH_SIZE = 32
 
 
 #: Environment variable naming the shared data folder (real MiniLM weights, STS-B, SciFact).

@@ -9,6 +9,7 @@ from e5onnx.bench import contenders as C
 from e5onnx.bench.contenders import sentence_transformers_missing
 from e5onnx.bench.run import run
 from e5onnx.cli import main
+from e5onnx.config import BENCH_ST_BATCH_SIZE
 
 pytest.importorskip("fastembed", reason="fastembed (bench extra) is not installed")
 
@@ -59,7 +60,7 @@ def test_st_contender_runs_a_long_call_in_encode_default_passes(tiny_bert_dir, t
 
     from sentence_transformers import SentenceTransformer
 
-    assert inspect.signature(SentenceTransformer.encode).parameters["batch_size"].default == C.ST_BATCH_SIZE == 32
+    assert inspect.signature(SentenceTransformer.encode).parameters["batch_size"].default == BENCH_ST_BATCH_SIZE == 32
     folder = C.prepare_sentence_transformers(tiny_bert_dir, tmp_path / "st", 1)
     contender = C.SentenceTransformersContender(folder, "st-onnx-fp32", 1, 64)
     passes = []

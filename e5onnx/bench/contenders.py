@@ -15,6 +15,8 @@ Every contender is built with the same thread count; texts are passed as given (
 
 import numpy as np
 
+from ..config import BENCH_ST_BATCH_SIZE
+
 
 class E5onnxContender:
     """e5onnx :class:`~e5onnx.runtime.Embedder` on one variant of a model folder."""
@@ -67,11 +69,6 @@ class FastembedContender:
 
 #: sentence-transformers' dynamic-int8 config (``AutoQuantizationConfig.avx512_vnni``, per-channel weights).
 ST_INT8_CONFIG = "avx512_vnni"
-#: ``SentenceTransformer.encode``'s default ``batch_size``: a call of more texts runs as length-sorted passes of
-#: this many, as a sentence-transformers user gets it. One pass per call (``batch_size=len(texts)``, 128 x 512
-#: tokens at the bench's batch 128) kept 8.6 (fp32) / 9.4 (int8) GB per session in onnxruntime's arena
-#: (benchmarks/README.md), and the run held both sessions at once.
-ST_BATCH_SIZE = 32
 #: ONNX files of a :func:`prepare_sentence_transformers` folder, per contender name.
 ST_FILES = {"st-onnx-fp32": "onnx/model.onnx", "st-onnx-int8": f"onnx/model_qint8_{ST_INT8_CONFIG}.onnx"}
 
@@ -125,7 +122,7 @@ class SentenceTransformersContender:
 
     Threads: ``torch.set_num_threads(threads)`` (its pooling runs in torch) and onnxruntime session options
     with ``threads`` intra-op threads (:func:`_ort_options`). ``max_seq_length`` is set to the folder's max length.
-    ``encode`` runs at its default batch size (:data:`ST_BATCH_SIZE`), as e5onnx splits a call by its token budget.
+    ``encode`` runs at its default batch size (:data:`BENCH_ST_BATCH_SIZE`), as e5onnx splits a call by its token budget.
     """
 
     def __init__(self, st_dir, name, threads, max_length):
@@ -139,7 +136,7 @@ class SentenceTransformersContender:
         self.model.max_seq_length = max_length
 
     def embed(self, texts):
-        return np.asarray(self.model.encode(list(texts), batch_size=ST_BATCH_SIZE, normalize_embeddings=True,
+        return np.asarray(self.model.encode(list(texts), batch_size=BENCH_ST_BATCH_SIZE, normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
 
 

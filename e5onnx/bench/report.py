@@ -13,11 +13,11 @@ Targets, each judged on one run (e5-small shape, 2 threads):
 The ``from`` column of the table says which of the three a target is (:data:`KINDS`).
 """
 
+from ..config import BENCH_TARGET_BATCH
 from .roofline import dtype_of
 
 PEER = "fastembed-fp32"
 GATED = ("e5onnx-bf16", "e5onnx-int8")  # variants built/checked under a quality gate at export
-TARGET_BATCH = 32
 #: What a target is measured against, as the report's ``from`` column says it.
 KINDS = {"peer": "vs the peer (fastembed)", "limit": "vs this CPU's limit", "service": "service goal"}
 
@@ -64,7 +64,7 @@ def vs_roofline(result):
     return out
 
 
-def targets(result, batch=TARGET_BATCH):
+def targets(result, batch=BENCH_TARGET_BATCH):
     """``[{"target", "contender", "value", "limit", "met", "margin", "source"}]``.
 
     ``margin`` is how far inside the bound the value is (negative: missed by that much; see :func:`_row`).

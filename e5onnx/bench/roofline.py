@@ -36,12 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TOKEN_BUDGET
+from ..config import BENCH_QUERY_TOKENS, TOKEN_BUDGET
 
 #: e5-small's encoder (intfloat/e5-small config.json): hidden size, intermediate size, layers.
 E5_SMALL = {"hidden": 384, "intermediate": 1536, "layers": 12}
-#: Tokens of the single query the issue quotes (a typical SciFact query with ``query: ``).
-QUERY_TOKENS = 20
 #: int8 kernels compared; the first is the ceiling unless the second is over 5 % faster.
 INT8_OPS = ("MatMulIntegerToFloat", "MatMulInteger")
 
@@ -201,7 +199,7 @@ def _rates(entry):
 
 
 def measure(threads, hidden=E5_SMALL["hidden"], intermediate=E5_SMALL["intermediate"], layers=E5_SMALL["layers"],
-            passage_m=TOKEN_BUDGET, query_m=QUERY_TOKENS, min_seconds=0.3, samples=5, bf16=True):
+            passage_m=TOKEN_BUDGET, query_m=BENCH_QUERY_TOKENS, min_seconds=0.3, samples=5, bf16=True):
     """Measure the roofline of a BERT encoder's weight GEMMs on this machine.
 
     Args:
@@ -297,7 +295,7 @@ def main(argv=None):
     p.add_argument("model_dir", nargs="?", help="folder with config.json (default: e5-small's shape)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--passage-m", type=int, default=TOKEN_BUDGET)
-    p.add_argument("--query-m", type=int, default=QUERY_TOKENS)
+    p.add_argument("--query-m", type=int, default=BENCH_QUERY_TOKENS)
     p.add_argument("--seconds", type=float, default=0.3, help="timing per op, shape and M")
     args = p.parse_args(argv)
     shape = shape_from_config(args.model_dir) if args.model_dir else dict(E5_SMALL)

@@ -44,6 +44,7 @@ from .report import (
 )
 from .speed import agreement, measure_mixed, measure_passages, measure_queries
 
+
 def scifact_dir():
     """BEIR SciFact's folder in the shared data (:func:`~e5onnx.config.shared_dir` ``/data/scifact``)."""
     return shared_dir() / "data" / "scifact"

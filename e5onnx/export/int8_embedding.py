@@ -11,16 +11,15 @@ e5-small's fp32 word table is 30522 × 384 × 4 bytes = 47 MB of the INT8 proces
 import numpy as np
 from onnx import helper, numpy_helper
 
+from ..config import INT8_WORD_TABLE_MAX_BLOCK
 from ..errors import ExportError
 
 _MS = "com.microsoft"
-#: Largest block (values per scale) tried; GatherBlockQuantized needs a power of two of at least 16.
-MAX_BLOCK = 128
 
 
 def block_size(dim):
-    """The largest power of two from 16 to :data:`MAX_BLOCK` that divides ``dim``, or None."""
-    size = MAX_BLOCK
+    """The largest power of two from 16 to :data:`INT8_WORD_TABLE_MAX_BLOCK` that divides ``dim``, or None."""
+    size = INT8_WORD_TABLE_MAX_BLOCK
     while size >= 16:
         if dim % size == 0:
             return size
@@ -82,7 +81,7 @@ def _replacement(node, inits, add_constant):
     table = numpy_helper.to_array(inits[word]).astype(np.float32)
     block = block_size(table.shape[1])
     if block is None:
-        raise ExportError(f"no block size from 16 to {MAX_BLOCK} divides the embedding width {table.shape[1]}")
+        raise ExportError(f"no block size from 16 to {INT8_WORD_TABLE_MAX_BLOCK} divides the embedding width {table.shape[1]}")
     q, scales, zero_points = quantize_table(table, block)
     p = f"q8/{node.name}/"
     eps = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
