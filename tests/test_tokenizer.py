@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import MINILM, requires_shared
 
-from e5onnx.errors import ModelFolderError
+from e5onnx.errors import InvalidInputError, ModelFolderError
 from e5onnx.export.battery import battery
 from e5onnx.runtime.tokenizer import CHARS_PER_TOKEN_BUDGET, TextTokenizer, _Head
 
@@ -128,6 +128,11 @@ def test_truncation_at_512_equals_hf(at_512, tokens):
     assert len(ids) == min(tokens, 512) and ids[-1] == hf.sep_token_id and ids[0] == hf.cls_token_id
     # alone (the one-text path) and in a batch (encode_batch) alike
     assert ours.encode([text, "hello"])[0] == ids
+    if tokens <= 512:  # without truncation: accepted whole up to max length, refused over it
+        assert ours.encode([text], truncate=False) == [ids]
+    else:
+        with pytest.raises(InvalidInputError, match=rf"texts\[3\] has {tokens} tokens, over max_length 512"):
+            ours.encode(["a", text], truncate=False, first_index=2)
 
 
 @pytest.mark.parametrize("before", [508, 509, 510])
