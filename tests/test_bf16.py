@@ -11,8 +11,13 @@ from e5onnx.config import MANIFEST_FILE
 from e5onnx.errors import BackendUnavailableError, ExportError
 from e5onnx.export import export_model
 from e5onnx.runtime import Embedder, cpu
+from e5onnx.runtime.openvino_session import (
+    OpenVinoEncoder,
+    has_native_bf16,
+    model_cache_dir,
+    openvino_available,
+)
 from e5onnx.runtime.variants import auto_candidates, choose_variant
-from e5onnx.runtime.openvino_session import OpenVinoEncoder, has_native_bf16, model_cache_dir, openvino_available
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="OpenVINO is not installed (e5onnx[openvino])")
 TEXTS = ["query: how long do cats sleep", "passage: Cats sleep 12 to 16 hours a day. " * 5, "", "東京"]
@@ -46,12 +51,13 @@ def test_bf16_variant_is_recorded_and_close_to_fp32(bf16_export):
 @needs_openvino
 def test_auto_uses_bf16_only_where_the_cpu_has_it(bf16_export, monkeypatch):
     manifest = json.loads((bf16_export / MANIFEST_FILE).read_text())
+    kind = cpu.cpu_kind()  # the kind the export's int8 was gated on (this CPU)
     monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2", "avx512_bf16"]})
-    assert choose_variant(manifest, "auto") == "bf16"
+    assert choose_variant(manifest, "auto", kind) == "bf16"
     monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2"]})
-    reasons = dict(auto_candidates(manifest))
-    assert "no native bf16" in reasons["bf16"]
-    assert choose_variant(manifest, "auto") != "bf16"
+    reasons = dict(auto_candidates(manifest, kind))
+    assert reasons["bf16"] == "this CPU has no native bf16 (AMX-BF16 / AVX512-BF16)"
+    assert choose_variant(manifest, "auto", kind) == "int8"  # the next in line
 
 
 def test_without_openvino_bf16_is_a_clear_error(tiny_export, monkeypatch, tmp_path, tiny_bert_dir):
