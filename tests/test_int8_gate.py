@@ -58,11 +58,11 @@ def encoder(tmp_path, tokenizer):
     return lambda gemms: linear_encoder(tmp_path / f"fp32-{gemms}.onnx", vocab, gemms)
 
 
-def build(fp32, tokenizer):
-    """:func:`~e5onnx.export.int8_gate.build_int8` of ``fp32`` into ``int8.onnx`` beside it: the default gate,
-    one thread."""
+def build(fp32, tokenizer, tolerances=None):
+    """:func:`~e5onnx.export.int8_gate.build_int8` of ``fp32`` into ``int8.onnx`` beside it, one thread;
+    ``tolerances`` default to the default gate."""
     return int8_gate.build_int8(fp32, fp32.parent / "int8.onnx", tokenizer, max_length=128, pad_token_id=0,
-                                tolerances=ParityTolerances(), threads=1)
+                                tolerances=tolerances or ParityTolerances(), threads=1)
 
 
 @pytest.fixture
@@ -95,17 +95,22 @@ def test_batch_variant_candidate_is_refused(encoder, tokenizer, monkeypatch):
         quantize_dynamic(str(src), str(dst), nodes_to_exclude=list(keep), weight_type=QuantType.QInt8)
         return {}
 
-    verdicts, judge = [], int8_gate.judge
+    figures, judge = [], int8_gate.judge
     monkeypatch.setattr(int8_graph, "quantize", per_tensor)
-    monkeypatch.setattr(int8_gate, "judge", lambda figures, tol: verdicts.append(judge(figures, tol)) or verdicts[-1])
+    monkeypatch.setattr(int8_gate, "judge", lambda measured, tol: figures.append(measured) or judge(measured, tol))
+    # measured here (AVX-512 VNNI), 0 / 1 / 2 GEMMs in fp32: mean cosine 0.99983-0.99986, min 0.99845-0.99905,
+    # invariance 0.99961-0.99978; the default gate (0.999 / 0.995 / 0.9999) would refuse for invariance alone.
+    # Mean and min are loosened so that on CPU kinds whose kernels saturate, too, only invariance can fail.
+    tolerances = ParityTolerances(int8_mean_cosine=0.99, int8_min_cosine=0.98)
     with pytest.raises(ExportError, match="INT8 quality gate missed with 2 of 8 MatMuls kept in fp32") as info:
-        build(encoder(8), tokenizer)
-    assert len(verdicts) == len(int8_gate.weight_forms(cpu_kind())) + 2  # the last form swept to 2 in fp32
-    for failures in verdicts:  # mean and min cosine passed every time: only the invariance leg failed
-        assert len(failures) == 1 and failures[0].startswith("batch invariance min cosine 0.99"), failures
+        build(encoder(8), tokenizer, tolerances)
+    assert len(figures) == len(int8_gate.weight_forms(cpu_kind())) + 2  # the last form swept to 2 in fp32
+    for measured in figures:
+        assert measured["mean_cosine"] >= 0.99 and measured["min_cosine"] >= 0.98, measured
+        assert measured["batch_invariance_min_cosine"] < 0.9999, measured
     message = str(info.value)
-    assert "batch invariance min cosine" in message and "--int8-batch-cosine" in message
-    assert not re.search(r"(?<!invariance )min cosine|mean cosine", message)
+    assert "batch invariance min cosine 0.99" in message and "< 0.9999 (--int8-batch-cosine)" in message
+    assert not re.search(r"(?<!invariance )min cosine|mean cosine", message)  # the only failure named
 
 
 @pytest.mark.parametrize("gemms, limit", [(8, 2), (7, 1), (4, 1), (3, 0), (1, 0)])
