@@ -187,7 +187,7 @@ def test_path_that_is_a_file(folder):
         Embedder.load(path, threads=1)
     assert "not a folder" in str(info.value)
     assert "model.onnx" in str(info.value)
-    with pytest.raises(ModelFolderError):
+    with pytest.raises(ModelFolderError, match=r"manifest\.json' is not a folder"):
         Embedder.load(str(folder / MANIFEST_FILE), threads=1)
 
 
