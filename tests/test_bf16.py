@@ -52,12 +52,13 @@ def test_bf16_variant_is_recorded_and_close_to_fp32(bf16_export):
 @needs_openvino
 def test_auto_uses_bf16_only_where_the_cpu_has_it(bf16_export, monkeypatch):
     manifest = Manifest.read(bf16_export)
+    kind = cpu.cpu_kind()  # the kind the export's int8 was gated on (this CPU)
     monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2", "avx512_bf16"]})
-    assert manifest.choose_variant("auto") == "bf16"
+    assert manifest.choose_variant("auto", Host.this(kind)) == "bf16"
     monkeypatch.setattr(cpu, "cpu_info", lambda: {"machine": "x86_64", "flags": ["avx2"]})
-    reasons = dict(manifest.usable_variants())
+    reasons = dict(manifest.usable_variants(Host.this(kind)))
     assert reasons["bf16"] == "this CPU has no native bf16 (AMX-BF16 / AVX512-BF16)"
-    assert manifest.choose_variant("auto") != "bf16"
+    assert manifest.choose_variant("auto", Host.this(kind)) == "int8"  # the next in line
 
 
 def test_without_openvino_bf16_is_a_clear_error(tiny_export, monkeypatch, tmp_path, tiny_bert_dir):

@@ -1,20 +1,12 @@
-"""Hugging Face Hub code paths, offline: a hand-built HF cache, ``HF_HUB_OFFLINE=1``, no network.
+"""Hugging Face Hub code paths, offline: a hand-built HF cache (tests/hf_cache.py), ``HF_HUB_OFFLINE=1``.
 
-huggingface-hub reads ``HF_HUB_OFFLINE``, ``HF_HOME`` and ``HF_HUB_CACHE`` into module constants when it
-is imported, so every Hub call runs in a fresh interpreter (``sys.executable -c``) started with those
-variables set. The child also makes every socket connection fail, so a code path that tries the network
-fails fast instead of hanging, and a timeout bounds each child.
-
-The cache is laid out as huggingface-hub writes it::
-
-    <cache>/models--<org>--<name>/refs/main              the commit hash (40 hex digits, no newline)
-    <cache>/models--<org>--<name>/blobs/<sha256>         file contents
-    <cache>/models--<org>--<name>/snapshots/<hash>/<f>   relative symlinks to the blobs
+huggingface-hub reads its environment when it is imported, so every Hub call runs in a fresh interpreter
+(``sys.executable -c``) started with the offline environment. The child also makes every socket connection
+fail, so a code path that tries the network fails fast instead of hanging, and a timeout bounds each child.
 """
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hf_cache import add_to_cache, offline_env
 
 from e5onnx.runtime.manifest import sha256_file
 
@@ -66,25 +59,6 @@ PRELUDE = textwrap.dedent(
 )
 
 
-def add_to_cache(cache, repo_id, source, names=None, commit=None, ref="main"):
-    """Put the files of ``source`` (all, or ``names``) in ``cache`` as snapshot ``commit`` of ``repo_id``."""
-    commit = commit or hashlib.sha1(repo_id.encode()).hexdigest()
-    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
-    blobs, snapshot = repo / "blobs", repo / "snapshots" / commit
-    blobs.mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True)
-    for path in sorted(Path(source).iterdir()):
-        if not path.is_file() or (names is not None and path.name not in names):
-            continue
-        blob = blobs / sha256_file(path)
-        if not blob.exists():
-            shutil.copyfile(path, blob)
-        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / ref).write_text(commit)
-    return commit
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, tiny_export, tiny_bert_dir):
     """A fake HF cache holding the tiny export (whole, partial, corrupt) and the tiny BERT source."""
@@ -112,10 +86,7 @@ def hub(tmp_path_factory, tiny_export, tiny_bert_dir):
 
     cwd = root / "cwd"  # an empty working folder: no repo id can be mistaken for a local path
     cwd.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "E5ONNX_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(home), HF_HUB_CACHE=str(cache), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false")
+    env = offline_env(home)
     return SimpleNamespace(root=root, cache=cache, env=env, cwd=cwd, commit=commit, partial_commit=partial,
                            source_commit=source, export=tiny_export, source=tiny_bert_dir, nofile=nofile_src)
 
@@ -140,16 +111,6 @@ def assert_model_folder_error(error, *needles):
     assert "ModelFolderError" in error["mro"], error
     for needle in needles:
         assert needle in error["message"], (needle, error)
-
-
-def test_cache_layout(hub):
-    repo = hub.cache / "models--someorg--tiny-e5onnx"
-    assert (repo / "refs" / "main").read_text() == hub.commit
-    assert len(hub.commit) == 40 and int(hub.commit, 16) >= 0
-    snapshot = repo / "snapshots" / hub.commit
-    assert sorted(p.name for p in snapshot.iterdir()) == sorted(p.name for p in hub.export.iterdir())
-    assert (snapshot / "model.onnx").is_symlink()
-    assert sha256_file(snapshot / "model.onnx") == sha256_file(hub.export / "model.onnx")
 
 
 def test_load_from_cache_equals_local_folder(hub):
@@ -217,15 +178,18 @@ def test_corrupt_cached_file_is_an_integrity_error(hub):
 
 
 def test_variant_without_file_key_behaves_like_local_folder(hub):
+    # the manifest's int8 entry has no "file": the default name model_int8.onnx is fetched and loaded
     out = run_child(hub, """
+        import numpy as np
         from e5onnx.runtime.embedder import Embedder
 
+        texts = json.loads(sys.argv[3])
         local = Embedder.load(sys.argv[2], threads=1)
-        emit({"local": local.variant, "hub": error_of(Embedder.load, sys.argv[1], threads=1)})
-        """, NOFILE_REPO, hub.nofile)
-    assert out["local"] == "int8"  # the local folder loads model_int8.onnx by its default name
-    # the same manifest from the Hub must load too, or at worst fail with a ModelFolderError
-    assert out["hub"] is None or "ModelFolderError" in out["hub"]["mro"], out["hub"]
+        remote = Embedder.load(sys.argv[1], threads=1)
+        emit({"local": local.variant, "hub": remote.variant, "file": remote.model_path.name,
+              "diff": float(np.abs(remote.embed(texts) - local.embed(texts)).max())})
+        """, NOFILE_REPO, hub.nofile, json.dumps(TEXTS))
+    assert out == {"local": "int8", "hub": "int8", "file": "model_int8.onnx", "diff": 0.0}
 
 
 def test_repo_not_in_cache(hub):
@@ -274,32 +238,39 @@ def test_cli_info_from_cache(hub):
     result = run_cli(hub, "info", EXPORT_REPO)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    manifest = json.loads((hub.export / "manifest.json").read_text(encoding="utf-8"))
-    assert summary["embedding_dim"] == manifest["embedding_dim"]
-    assert summary["max_length"] == manifest["max_length"] == 128
+    assert summary["embedding_dim"] == 32  # the tiny BERT's hidden size
+    assert summary["max_length"] == 128
     assert set(summary["variants"]) == {"fp32", "optimized", "int8"}
     assert summary["variants"]["optimized"]["parity_passed"] is True
     assert summary["variants"]["fp32"]["size_bytes"] == (hub.export / "model.onnx").stat().st_size
 
     full = run_cli(hub, "info", EXPORT_REPO, "--full")
     assert full.returncode == 0, full.stderr
-    assert json.loads(full.stdout) == manifest
+    assert json.loads(full.stdout) == json.loads((hub.export / "manifest.json").read_text(encoding="utf-8"))
 
 
-def test_cli_info_and_embed_errors(hub):
-    result = run_cli(hub, "info", ABSENT_REPO)
-    assert result.returncode == 1
+@pytest.mark.parametrize("command", [["info", ABSENT_REPO], ["embed", ABSENT_REPO, "hello world"]],
+                         ids=["info", "embed"])
+def test_cli_with_a_repo_not_in_cache_is_a_one_line_error(hub, command):
+    result = run_cli(hub, *command)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
     assert result.stderr.startswith("error: ") and ABSENT_REPO in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_cli_embed_from_cache(hub):
-    result = run_cli(hub, "embed", EXPORT_REPO, "hello world", "paris is a city", "--threads", "1")
+    import numpy as np
+
+    from e5onnx.runtime.embedder import Embedder
+
+    texts = ["hello world", "paris is a city"]
+    result = run_cli(hub, "embed", EXPORT_REPO, *texts, "--threads", "1")
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["index"] for r in rows] == [0, 1]
-    manifest = json.loads((hub.export / "manifest.json").read_text(encoding="utf-8"))
-    assert all(len(r["embedding"]) == manifest["embedding_dim"] for r in rows)
+    want = Embedder.load(hub.export, threads=1).embed(texts)  # the local folder, same variant (auto: int8)
+    assert np.abs(np.array([r["embedding"] for r in rows], np.float32) - want).max() < 1e-6
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -30,25 +30,47 @@ def test_ceiling_refuses_bad_rates():
 
 
 @pytest.mark.parametrize("op", ["MatMul", "MatMulInteger", "MatMulIntegerToFloat"])
-def test_ort_rate_is_positive_and_finite(op):
-    rate = R.ort_rate(op, 4, 32, 64, threads=1, min_seconds=0.01, samples=2)
-    assert math.isfinite(rate) and rate > 0
+def test_ort_rate_is_macs_over_the_median_time_of_a_real_run(monkeypatch, op):
+    outputs = []
+
+    def timed(call, min_seconds, samples):  # run the real session once, then report 0.25 ms per call
+        outputs.append(call()[0])
+        return 0.25e-3
+
+    monkeypatch.setattr(R, "_time_call", timed)
+    assert R.ort_rate(op, 4, 32, 64, threads=1) == 4 * 32 * 64 / 0.25e-3
+    assert outputs[0].shape == (4, 64) and math.isfinite(float(outputs[0].astype("float64").sum()))
 
 
-def test_measure_on_tiny_shapes_is_self_consistent():
-    roof = R.measure(1, hidden=32, intermediate=64, layers=2, passage_m=16, query_m=4, min_seconds=0.01, samples=2)
-    assert roof["macs_per_token"] == 2 * (4 * 32 * 32 + 2 * 32 * 64)
-    assert set(R.INT8_OPS) == set(roof["int8_ops"]) and {"int8", "fp32"} <= set(roof["dtypes"])
-    for entry in roof["dtypes"].values():
-        for where in ("passage", "query"):
-            rates = {k: g * 1e9 for k, g in entry[where]["rates_gmacs"].items()}
-            assert all(math.isfinite(r) and r > 0 for r in rates.values())
-            assert entry[where]["ceiling_tokens_per_s"] == pytest.approx(R.ceiling_tokens_per_s(rates, 32, 64, 2))
-        assert entry["query"]["floor_ms"] == pytest.approx(4000 / entry["query"]["ceiling_tokens_per_s"])
+def test_time_call_takes_the_median_block(monkeypatch):
+    clock = iter([0.0, 1.0,  # the timed first call: 1 s, so one call per block
+                  10.0, 13.0, 20.0, 21.0, 30.0, 32.0])  # blocks of 3, 1 and 2 s
+    monkeypatch.setattr(R.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert R._time_call(lambda: calls.append(1), min_seconds=0.3, samples=3) == 2.0
+    assert len(calls) == 5  # warm-up, the timed call, then 3 blocks of one
+
+
+@pytest.mark.parametrize("integer_rate, op", [(104e9, "MatMulIntegerToFloat"), (106e9, "MatMulInteger")])
+def test_measure_turns_rates_into_ceilings_and_floors(monkeypatch, integer_rate, op):
+    """With fixed rates per op (MAC/s): ceiling = rate / MAC per token, floor = 1000 x tokens / ceiling; the int8
+    ceiling is MatMulIntegerToFloat's unless MatMulInteger is over 5 % faster."""
+    rates = {"MatMulIntegerToFloat": 100e9, "MatMulInteger": integer_rate, "MatMul": 25e9}
+    monkeypatch.setattr(R, "ort_rate", lambda name, m, k, n, *args: rates[name])
+    roof = R.measure(1, hidden=32, intermediate=64, layers=2, passage_m=16, query_m=4, bf16=False)
+    macs = 2 * (4 * 32 * 32 + 2 * 32 * 64)  # 16,384 per token
+    assert roof["macs_per_token"] == macs == 16384
+    assert set(roof["dtypes"]) == {"int8", "fp32"} and roof["dtypes"]["int8"]["op"] == op
+    for dtype, rate in (("int8", rates[op]), ("fp32", 25e9)):
+        entry = roof["dtypes"][dtype]
+        assert entry["passage"]["rates_gmacs"] == {"attention": rate / 1e9, "ffn_in": rate / 1e9, "ffn_out": rate / 1e9}
+        assert entry["passage"]["ceiling_tokens_per_s"] == pytest.approx(rate / 16384, rel=1e-12)
+        assert entry["query"]["floor_ms"] == pytest.approx(1000 * 4 * 16384 / rate, rel=1e-12)
+    assert roof["dtypes"]["fp32"]["passage"]["ceiling_tokens_per_s"] == pytest.approx(1_525_878.90625)
 
 
 def test_shape_from_config(tmp_path):
-    assert R.shape_from_config(tmp_path) == R.E5_SMALL  # no config.json
+    assert R.shape_from_config(tmp_path) == {"hidden": 384, "intermediate": 1536, "layers": 12}  # e5-small
     (tmp_path / "config.json").write_text('{"hidden_size": 8, "intermediate_size": 32, "num_hidden_layers": 3}')
     assert R.shape_from_config(tmp_path) == {"hidden": 8, "intermediate": 32, "layers": 3}
     (tmp_path / "config.json").write_text('{"hidden_size": 8}')
