@@ -115,12 +115,16 @@ def activation_ranges(model_path, batches, sample_rows=INT8_SAMPLE_ROWS, seed=0)
         ``(ranges, samples)``: dicts input name → ``(K,)`` float32, and → ``(≤ sample_rows, K)`` float32.
 
     Raises:
-        ExportError: no calibration batches.
+        ExportError: the graph has no weight GEMM (MatMul with a constant weight) to quantise, or there are no
+            calibration batches.
     """
     import onnxruntime as ort
 
     model = onnx.load(str(model_path))
     names = sorted({n.input[0] for n, _ in weight_gemms(model)})
+    if not names:
+        raise ExportError(f"{str(model_path)!r} has no weight MatMul (a MatMul or Attention with a constant weight) "
+                          "to quantise: INT8 needs a BERT-like encoder")
     known = {o.name for o in model.graph.output}
     for name in names:
         if name not in known:
