@@ -2,6 +2,8 @@
 and ``variant="auto"`` uses it only on CPUs with native bf16 and only with OpenVINO installed."""
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -130,3 +132,26 @@ def test_compiled_model_is_cached_and_reused(bf16_export, monkeypatch, tmp_path)
     assert np.array_equal(first.run(ids, np.ones_like(ids)), again.run(ids, np.ones_like(ids)))
     monkeypatch.setenv("E5ONNX_CACHE_DIR", "")
     assert OpenVinoEncoder(bf16_export / "model.onnx", threads=1).cache_dir is None
+
+
+_SIGNAL_AFTER_RELEASE = """
+import gc, os, signal, sys
+from e5onnx.runtime.openvino_session import OpenVinoEncoder
+first, second = (OpenVinoEncoder(sys.argv[1], threads=1) for _ in range(2))
+del first, second  # released in the order they were made (as an export's parity check does)
+gc.collect()
+caught = []
+signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+os.kill(os.getpid(), signal.SIGTERM)
+print(caught)
+"""
+
+
+@needs_openvino
+def test_a_signal_after_releasing_encoders_is_handled(bf16_export, tmp_path):
+    # Two OpenVINO Cores released in creation order left the thread on a freed alternate signal stack: the next
+    # signal with a Python handler was a SIGSEGV (exit -11). With one Core per process it is handled.
+    env = {**os.environ, "E5ONNX_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_RELEASE, str(bf16_export / "model.onnx")],
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "[15]"), proc.stderr[-2000:]

@@ -228,7 +228,7 @@ def test_embed_jsonl_error_names_the_file_line_after_blank_lines(capsys, tmp_pat
     path.write_text(json.dumps({"text": "hi"}) + "\n\n\n" + json.dumps({"text": LONG}) + "\n", encoding="utf-8")
     code, out, err = run_cli(capsys, "embed", tiny_export, "-i", path, "--variant", "fp32", "--no-truncate")
     assert code == 1 and out == ""
-    assert "texts[1] has 202 tokens" in err and f"(line 4 of {path})" in err
+    assert "texts[1]: 202 tokens" in err and f"(line 4 of {path})" in err
 
 
 def test_embed_input_jsonl_lone_surrogate(capsys, tmp_path, tiny_export):

@@ -44,6 +44,25 @@ def has_native_bf16(flags):
     return any(f in flags for f in BF16_FLAGS)
 
 
+_CORE = []
+_CORE_LOCK = threading.Lock()
+
+
+def _core(ov):
+    """The process's one ``ov.Core``, made on first use.
+
+    One Core serves every encoder (OpenVINO's advice, and cheaper), and it sidesteps an OpenVINO bug (seen with 2026.4): each
+    Core's CPU plugin installs an alternate signal stack on the compiling thread and, when destroyed, puts back
+    the one it found. Two Cores destroyed in creation order leave the thread pointing at the first one's freed
+    stack, and the next signal with a Python handler (SIGTERM during an export) kills the process with SIGSEGV
+    (tests/test_bf16.py reproduces it in a subprocess).
+    """
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(ov.Core())
+        return _CORE[0]
+
+
 class OpenVinoEncoder:
     """An OpenVINO compiled model that maps padded token ids to ``last_hidden_state``.
 
@@ -79,9 +98,8 @@ class OpenVinoEncoder:
         if self.cache_dir is not None:
             config["CACHE_DIR"] = str(self.cache_dir)
         try:
-            core = ov.Core()
             # compile from the path (not a read model): with a cache hit OpenVINO then skips reading the ONNX
-            self.compiled = core.compile_model(str(path), "CPU", config)
+            self.compiled = _core(ov).compile_model(str(path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with its own messages
             raise ModelFolderError(f"OpenVINO cannot load {str(path)!r}: {str(exc).strip()[:500]}") from exc
         #: Precision OpenVINO actually computes in (``"bf16"``, or ``"f32"`` on CPUs without bf16 units).
