@@ -164,17 +164,16 @@ class Embedder:
         """
         return self._prepare(as_list(texts), kind, flag("truncate", truncate))
 
-    def _prepare(self, texts, kind, truncate, first_index=0):
-        """:meth:`prepare` on a list; error indices count from ``first_index``."""
+    def _prepare(self, texts, kind, truncate, first_index=0, checked=False):
+        """:meth:`prepare` on a list; error indices count from ``first_index``; ``checked``: every item is already
+        a valid ``str`` (:func:`~e5onnx.runtime.texts.as_text_list`), so it is not checked again."""
         if kind not in KINDS:
             raise InvalidInputError(f"kind must be 'query', 'passage' or None, got {kind!r}")
-        errors, good = [], []
-        for i, text in enumerate(texts):
-            reason = text_problem(text)
-            if reason:
-                errors.append(TextError(first_index + i, reason))
-            else:
-                good.append(i)
+        errors, good = [], list(range(len(texts)))
+        if not checked:
+            problems = [(i, text_problem(t)) for i, t in enumerate(texts)]
+            errors = [TextError(first_index + i, reason) for i, reason in problems if reason]
+            good = [i for i, reason in problems if not reason]
         chosen = [texts[i] for i in good]
         if kind is not None:
             chosen = add_prefix(chosen, self.query_prefix if kind == "query" else self.passage_prefix)
@@ -297,10 +296,10 @@ class Embedder:
         chunks = range(0, len(texts), TOKENIZE_CHUNK)
         if not truncate:  # refuse an over-long text before computing anything
             for start in chunks:
-                self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, False, start).raise_errors()
+                self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, False, start, checked=True).raise_errors()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in chunks:
-            prepared = self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, True, start)
+            prepared = self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, True, start, checked=True)
             out[start:start + len(prepared)] = self._run([prepared], [True], batch_size, token_budget, start)[0]
         return out
 
