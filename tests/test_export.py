@@ -196,6 +196,7 @@ def test_signal_while_replacing_an_export_leaves_the_new_one(tmp_path, monkeypat
     import signal
 
     from e5onnx.export import exporter
+    from e5onnx.runtime import atomic
 
     out, new = tmp_path / "out", tmp_path / ".out.partial-1"
     _fake_export(out, "old")
@@ -204,17 +205,17 @@ def test_signal_while_replacing_an_export_leaves_the_new_one(tmp_path, monkeypat
     if swap == "exchange":
         probe = tmp_path / "probe"
         probe.mkdir()
-        if not exporter._exchange(probe, new):  # swaps them, then back
+        if not atomic.exchange(probe, new):  # swaps them, then back
             pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here")
-        exporter._exchange(probe, new)
+        atomic.exchange(probe, new)
         probe.rmdir()
-        exchange = exporter._exchange
+        exchange = atomic.exchange
 
         def signalled_exchange(a, b):
             os.kill(os.getpid(), signum)  # arrives just before the swap
             return exchange(a, b)
 
-        monkeypatch.setattr(exporter, "_exchange", signalled_exchange)
+        monkeypatch.setattr(atomic, "exchange", signalled_exchange)
     else:
         rename = os.rename
 
@@ -223,7 +224,7 @@ def test_signal_while_replacing_an_export_leaves_the_new_one(tmp_path, monkeypat
             rename(src, dst)
             os.kill(os.getpid(), signum)
 
-        monkeypatch.setattr(exporter, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
         monkeypatch.setattr(os, "rename", signalled_rename)
     with pytest.raises(SystemExit) as info, exporter._signals_as_exit():
         exporter._place(new, out, force=True)

@@ -5,8 +5,6 @@ variant passed its parity check, so a failed or interrupted export leaves nothin
 export there (``force``) is swapped for the new one so that a signal at any moment leaves one of the two.
 """
 
-import ctypes
-import errno
 import logging
 import os
 import shutil
@@ -40,7 +38,7 @@ from ..config import (
 from ..environment import describe, package_versions
 from ..errors import E5OnnxError, ExportError, ModelFolderError
 from ..runtime.arguments import whole_number
-from ..runtime.atomic import default_mode
+from ..runtime.atomic import default_mode, replace_folder
 from ..runtime.cpu import cpu_kind
 from ..runtime.embedder import Embedder
 from ..runtime.folder import is_local
@@ -134,32 +132,6 @@ def _signals_as_exit():
 
 
 @contextmanager
-def _signals_deferred():
-    """Hold SIGTERM and SIGINT while the block runs (main thread only): a signal that comes meanwhile is recorded,
-    and once the block is done the handler that was in place gets it (:func:`_signals_as_exit`'s raises
-    ``SystemExit``). Python handlers run only in the main thread, so no thread of torch or onnxruntime can
-    interrupt the block either.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-        for signum in dict.fromkeys(caught):
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler != signal.SIG_IGN:  # SIG_DFL, or a handler not set from Python: the default action
-                signal.raise_signal(signum)
-
-
-@contextmanager
 def _libraries_quiet():
     """transformers' and optimum's own loggers at ERROR while optimum exports (their warnings, such as
     "`torch_dtype` is deprecated" or "Weight deduplication check ... requires accelerate", are about their
@@ -194,53 +166,12 @@ def _export_fp32(source_dir, tmp, opset):
 
 
 def _place(tmp, output, force):
-    """Move the finished folder ``tmp`` to ``output``, replacing an old one only now that the new one is ready.
-
-    The output holds the old export or the new one at every moment: the two are swapped in one atomic step where
-    the system can (:func:`_exchange`), else by two renames, and SIGTERM / Ctrl-C are held until the swap and
-    the removal of the old export are done (:func:`_signals_deferred`), then handled (exit 143 / 130).
-    """
+    """Move the finished folder ``tmp`` to ``output``, replacing an old one only now that the new one is ready
+    (:func:`~e5onnx.runtime.atomic.replace_folder`: the output holds the old export or the new one at every
+    moment, and SIGTERM / Ctrl-C are held until the swap is done, then handled: exit 143 / 130)."""
     if output.exists() and not force:  # another export finished there while this one ran
         raise ExportError(f"output {str(output)!r} appeared while exporting; pass --force to replace it")
-    with _signals_deferred():
-        if not output.exists():
-            os.rename(tmp, output)
-        elif _exchange(tmp, output):
-            shutil.rmtree(tmp, ignore_errors=True)  # now the old export
-        else:
-            backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            backup.rmdir()
-            os.rename(output, backup)
-            try:
-                os.rename(tmp, output)
-            except BaseException:
-                os.rename(backup, output)
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-
-
-_AT_FDCWD = -100  # <fcntl.h>: paths relative to the working folder
-_RENAME_EXCHANGE = 2  # <linux/fs.h>
-
-
-def _exchange(a, b):
-    """Swap the folders at paths ``a`` and ``b`` in one atomic step: Linux ``renameat2(RENAME_EXCHANGE)``
-    (glibc 2.28+). Returns True when swapped, False where the system or file system cannot (nothing changed).
-
-    Raises:
-        OSError: the swap itself failed (a missing path, permissions).
-    """
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError, TypeError):  # not Linux/glibc (macOS, Windows, musl)
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
+    replace_folder(tmp, output)
 
 
 def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
