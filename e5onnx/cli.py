@@ -1,4 +1,4 @@
-"""The ``e5onnx`` command line: ``export``, ``verify``, ``info``, ``embed``, ``bench``, ``serve``.
+"""The ``e5onnx`` command line: ``export``, ``verify``, ``info``, ``embed``, ``corpus``, ``bench``, ``serve``.
 
 ``export`` and ``verify`` need the ``export`` extra (torch); ``info``, ``embed`` and ``serve`` are torch-free.
 Exit codes: 0 success, 1 a failed check or error (message on stderr), 2 bad command-line usage (an unknown flag,
@@ -124,6 +124,22 @@ def _cmd_embed(args):
     return 0
 
 
+def _cmd_corpus(args):
+    try:
+        import pyarrow  # noqa: F401 - the output format; imported where used
+
+        from .corpus.job import embed_corpus
+    except ModuleNotFoundError as exc:
+        print(f"error: `e5onnx corpus` needs the corpus extra ({exc.name} is not installed): "
+              "pip install 'e5onnx[corpus]'", file=sys.stderr)
+        return 1
+    embed_corpus(args.folder, args.input, args.output, variant=args.variant, threads=args.threads, fmt=args.fmt,
+                 text_field=args.text_field, title_field=args.title_field, id_field=args.id_field,
+                 keep=tuple(args.keep), kind=args.kind, shard_rows=args.shard_rows, resume=args.resume,
+                 force=args.force, on_error=args.on_error, quiet=args.quiet, ray=args.ray)
+    return 0
+
+
 def _cmd_bench(args):
     from .bench.run import markdown, run
 
@@ -151,7 +167,7 @@ def _cmd_serve(args):
 
 
 _COMMANDS = {"export": _cmd_export, "verify": _cmd_verify, "info": _cmd_info, "embed": _cmd_embed,
-             "bench": _cmd_bench, "serve": _cmd_serve}
+             "corpus": _cmd_corpus, "bench": _cmd_bench, "serve": _cmd_serve}
 
 
 def main(argv=None):

@@ -71,7 +71,7 @@ def build_parser():
                                      "intfloat/e5-small and an exporter that proves parity.")
     parser.add_argument("--version", action="version", version=f"e5onnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_verify, _add_bench, _add_info, _add_embed, _add_serve):
+    for add in (_add_export, _add_verify, _add_bench, _add_info, _add_embed, _add_corpus, _add_serve):
         p = add(sub)
         p.set_defaults(subparser=p)
     return parser
@@ -161,6 +161,43 @@ def _add_embed(sub):
                    help=f"texts per forward pass (default {C.DEFAULT_BATCH_SIZE})")
     p.add_argument("--threads", type=_THREADS, help="inference threads (default: the CPUs this process may use)")
     p.add_argument("--no-truncate", action="store_true", help="refuse texts over max length instead of cutting")
+    return p
+
+
+def _add_corpus(sub):
+    p = sub.add_parser("corpus", help="embed a whole corpus into Parquet shards: streaming, resumable, "
+                       "optionally on Ray (corpus extra)",
+                       description="Writes OUT/part-*.parquet (columns id, embedding, --keep columns, in input "
+                                   "order) and OUT/_e5onnx_run.json; while running, OUT.partial.")
+    p.add_argument("folder", help="model folder or Hub repo id")
+    p.add_argument("--input", "-i", required=True, nargs="+", metavar="SRC",
+                   help="one or more files read in order as one input (.jsonl, .parquet, .csv, .tsv, .txt), "
+                        "or '-' for stdin")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--format", dest="fmt", choices=("jsonl", "csv", "tsv", "txt", "parquet"),
+                   help="input format (default: from the file suffix; txt for stdin)")
+    p.add_argument("--text-field", default="text", help="field holding the text (default text)")
+    p.add_argument("--title-field", help="field prepended to the text with a space (BEIR: title)")
+    p.add_argument("--id-field", help="field holding the row id (default: the row's 1-based position)")
+    p.add_argument("--keep", nargs="+", default=[], metavar="FIELD", help="fields copied to the output (strings)")
+    p.add_argument("--kind", choices=C.CORPUS_KINDS, default="passage",
+                   help=f"e5 prefix added to each text (default passage: {C.PASSAGE_PREFIX!r}; none: as given)")
+    p.add_argument("--variant", default=C.DEFAULT_VARIANT, choices=_VARIANT_CHOICES,
+                   help=f"default {C.DEFAULT_VARIANT}")
+    p.add_argument("--threads", type=_THREADS,
+                   help="inference threads (default: the CPUs this process may use; with --ray, per actor: the "
+                        "CPUs Ray gives it)")
+    p.add_argument("--shard-rows", type=whole(1), default=C.CORPUS_SHARD_ROWS,
+                   help=f"input rows per Parquet shard, the unit a resume restarts from (default {C.CORPUS_SHARD_ROWS})")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue a killed run of the same job after its last complete shard")
+    again.add_argument("--force", action="store_true", help="start afresh; replace OUT once the new one is complete")
+    p.add_argument("--on-error", choices=C.CORPUS_ON_ERROR, default="fail",
+                   help="bad rows: fail (default; nothing is written) or skip (listed in OUT/_rejects.jsonl)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run on Ray (ray extra): a local Ray without ADDRESS, else the cluster at ADDRESS")
     return p
 
 

@@ -183,6 +183,29 @@ BENCH_QUERY_TOKENS = 20
 BENCH_ST_BATCH_SIZE = 32
 
 
+#: Corpus job (:mod:`e5onnx.corpus`): input records per Parquet shard of the output (``--shard-rows``); a resumed
+#: job restarts after the last complete shard, so this bounds the work a kill can cost. 10,000 e5-small
+#: passages are about 15 MB of float32 vectors and 4-5 minutes of int8 work on 2 cores.
+CORPUS_SHARD_ROWS = 10_000
+#: Records embedded per call (texts are length-sorted inside it, then put back in order): bounds the job's
+#: memory whatever the corpus size.
+CORPUS_WINDOW_ROWS = 1024
+#: Seconds between progress lines when standard error is not a terminal (a terminal gets a tqdm bar).
+CORPUS_LOG_EVERY_S = 10.0
+#: The run manifest inside a corpus output folder; a leading ``_`` makes ``pyarrow.parquet.read_table`` skip it.
+CORPUS_RUN_FILE = "_e5onnx_run.json"
+CORPUS_RUN_FORMAT = "e5onnx-corpus"
+CORPUS_RUN_VERSION = 1
+#: Rows skipped by ``--on-error skip`` (one JSON object per line: where, id, reason), beside the shards.
+CORPUS_REJECTS_FILE = "_rejects.jsonl"
+#: A running job writes into ``OUT`` + this suffix and renames it to ``OUT`` when complete.
+CORPUS_PARTIAL_SUFFIX = ".partial"
+#: What ``--on-error`` accepts: stop at the first bad row (nothing left at the output), or skip and list it.
+CORPUS_ON_ERROR = ("fail", "skip")
+#: What ``--kind`` accepts: the e5 prefix added to every text (``none``: texts as given).
+CORPUS_KINDS = ("passage", "query", "none")
+
+
 #: Environment variable naming the shared data folder (real MiniLM weights, STS-B, SciFact).
 SHARED_ENV = "E5ONNX_SHARED"
 
