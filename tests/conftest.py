@@ -130,3 +130,19 @@ def minilm_export(tmp_path_factory):
     from e5onnx.runtime.openvino_session import openvino_available
 
     return _export(tmp_path_factory, MINILM, "minilm-onnx", optimize="O2", quantize="int8", bf16=openvino_available())
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray of 2 CPUs (no dashboard, no usage stats, 256 MB object store), started the first time a test asks
+    for it and shut down at the end of the session; skips without Ray. Yields the ``ray`` module."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'e5onnx[ray]'")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():  # someone else's Ray: use it, leave it running
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
