@@ -137,7 +137,7 @@ def markdown(r):
     cpu = r["environment"]["cpu"]
     flags = ", ".join(f for f in cpu["flags"] if "vnni" in f or "bf16" in f)
     lines = [
-        (f"`benchmarks/corpus_scifact.py`, SciFact corpus ({r['documents']:,} documents, `title + \" \" + text`, "
+        (f"`benchmarks/corpus_scifact.py`, SciFact corpus ({int(r['documents']):,} documents, `title + \" \" + text`, "
          f"`passage: `), {r['model']} ({r['variant']}), {r['threads']} threads, {cpu['model']} ({flags}), "
          f"{r['date'][:10]}; medians of {len(r['runs']['single'])} alternating runs each:"),
         "",

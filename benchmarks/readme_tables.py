@@ -11,7 +11,8 @@ and comes from one results file:
 - ``speed``: ``results/e5-small-shaped/results.json`` (``e5onnx bench`` on the e5-small shape): passage
   tokens/s at batch 32 and single-query p50 per contender against fastembed and against the roofline, cold
   start, peak RSS, and the issue's targets (:func:`e5onnx.bench.report.targets`);
-- ``server``: ``results/server-e5-small-shaped-int8/results.json`` (``serve_load.py``).
+- ``server``: ``results/server-e5-small-shaped-int8/results.json`` (``serve_load.py``);
+- ``corpus``: ``results/corpus-scifact/results.json`` (``corpus_scifact.py``: one process vs Ray, resume).
 
 Published scores (MTEB, ``../shared/README.md``): all-MiniLM-L6-v2 STSBenchmark 82.03, SciFact 64.51.
 """
@@ -123,9 +124,18 @@ def server(r):
     return lines
 
 
+def corpus(r):
+    """Markdown of the corpus job's run: the same text ``corpus_scifact.py`` writes to its results.md."""
+    sys.path.insert(0, str(HERE))
+    from corpus_scifact import markdown
+
+    return markdown(r).rstrip("\n").split("\n")
+
+
 SOURCES = {"quality": (RESULTS / "all-MiniLM-L6-v2" / "results.json", quality),
            "speed": (RESULTS / "e5-small-shaped" / "results.json", speed),
-           "server": (RESULTS / "server-e5-small-shaped-int8" / "results.json", server)}
+           "server": (RESULTS / "server-e5-small-shaped-int8" / "results.json", server),
+           "corpus": (RESULTS / "corpus-scifact" / "results.json", corpus)}
 
 
 def render(text):
