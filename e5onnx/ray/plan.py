@@ -11,7 +11,15 @@ SciFact ``corpus.part1.jsonl``, 562,158 tokens; in-process Embedder with 2 threa
     python -m e5onnx.ray.measure models/e5-small-shaped ../shared/data/scifact/corpus.part1.jsonl \\
         --variant int8 --repeats 3 --plans 2x1x1,1x2x2
 
-RESULTS_PLACEHOLDER
+Result (2026-12-02, tokens/s; the machine is shared, so ``measure`` flags runs during which other processes used
+more than 5 % of the cores; medians of the clean runs, all runs in brackets)::
+
+    in process, 1 Embedder, 2 threads          8,940   (58.3 / 67.4 / 74.3* s: 8,346)
+    2 actors x num_cpus 1 x 1 thread  (rule)   9,145   (71.3* / 59.7 / 63.3 s: 8,878)   1.02x  (all: 1.06x)
+    1 actor  x num_cpus 2 x 2 threads          7,325   (81.1* / 90.8* / 76.7 s: 6,929)  0.82x  (all: 0.83x)
+                                                                      (* = shared with another process)
+
+An earlier round of the same pair (before the runs were checked for other load) gave 0.92x and 0.75x.
 
 One actor with all the node's threads loses because onnxruntime's threads wait for each other at every operator:
 whenever anything else runs on the node (the driver turning batches into windows, Ray's own processes; Ray

@@ -1,10 +1,18 @@
 """The Ray backend of a corpus job: :func:`ray_windows` gives the same :class:`~e5onnx.corpus.records.Window` s as
 the in-process backend (:func:`e5onnx.corpus.local.local_windows`), embedded by a pool of Ray actors.
 
-Pipeline: :class:`RecordsDatasource` (one read task streaming ``source.records(start)`` as pyarrow blocks) →
-``map_batches(E5Embedder, compute=ActorPoolStrategy(size=...))`` (:func:`~e5onnx.ray.plan.actor_plan` sizes the
-pool) → ``iter_batches`` in the driver, in input order (``preserve_order``) → windows of ``window_rows``
-consecutive records.
+Pipeline: :class:`RecordsDatasource` (one read task streaming ``source.records(start)`` as pyarrow blocks, on the
+driver's node, ``num_cpus=0``) → ``map_batches(E5Embedder, compute=ActorPoolStrategy(size=...), num_cpus=...)``
+(:func:`~e5onnx.ray.plan.actor_plan`: one single-threaded actor per CPU) → ``iter_batches`` in the driver, in
+input order (``preserve_order``) → windows of ``window_rows`` consecutive records.
+
+Resources: the read task asks for no CPU, so the actors can reserve every CPU of a node without leaving the read
+unscheduled (with a default read task of 1 CPU and two 1-CPU actors on 2 CPUs the job hung, "backpressured:
+ResourceBudget"); reading is ~1000x cheaper than embedding, so it steals nothing measurable. The read task is not
+fused into the actors (different remote args), and ``override_num_blocks=1`` keeps Ray from splitting its blocks.
+
+Model folder and input files must be at the same paths on the nodes that use them (the actors' nodes and the
+driver's node respectively); Ray Client (``ray://``) is refused by Ray Data for driver-local reads.
 """
 
 import copy
@@ -31,14 +39,16 @@ from ._ray import ray
 from .embedder import E5Embedder
 from .plan import actor_plan, check_plan, node_resources
 
-#: Records per block the read task yields (and rows per ``E5Embedder`` call): big enough that a call's
-#: length-sorted passes pad little and Ray's per-batch overhead (~ms) is noise next to ~4 s of embedding, small
-#: enough that the actors of a pool share a 1,000-row input.
+#: Most records per ``E5Embedder`` call, and fewest per actor task (``map_batches(batch_size=...)``): big enough
+#: that Ray's per-task overhead is noise next to ~10 s of embedding and a call's length-sorted passes pad little,
+#: small enough that the actors of a pool share a 1,000-record input and its last task is short.
 RAY_BATCH_ROWS = 256
 #: Ray Data's ``target_max_block_size`` for the job's dataset (default 128 MiB). Ray coalesces a task's output
 #: blocks up to it, so with the default the single read task would hand the whole input (up to 128 MiB, ~80,000
-#: passages) to one actor as one task: no streaming, no sharing among actors. 128 KiB makes read blocks of ~80
-#: SciFact passages, bundled by ``map_batches`` into tasks of at least ``batch_rows`` rows.
+#: passages) to one actor as one task: no streaming, no sharing among actors. With 512 KiB a read block holds
+#: ~330 SciFact passages (one actor task) and a task's output (vectors + record columns, ~1 MB) is 2 blocks: a task
+#: yielding more blocks than Ray's streaming-generator buffer (2) waits ~0.1 s for the driver per extra block
+#: (measured: 128 KiB cost ~0.45 s between 10 s tasks).
 RAY_BLOCK_BYTES = 512 * 1024
 #: Seconds :func:`connect` waits for ``ray.init(address=...)`` before giving up (Ray itself retries a
 #: listening non-Ray port for minutes).
@@ -334,11 +344,13 @@ def ray_windows(source, start, model, variant, kind, window_rows, address=None, 
             plan = actor_plan(node_resources(), threads)
         plan = check_plan(plan)
         dataset = embedded_dataset(source, start, model, variant, kind, plan, batch_rows, block_bytes=block_bytes)
-    except BaseException:
+    except BaseException as exc:
         if owned:
             ray.shutdown()
+        if isinstance(exc, Exception) and not isinstance(exc, E5OnnxError):
+            raise E5OnnxError(f"could not set up the Ray job: {type(exc).__name__}: {exc}") from exc
         raise
-    return _windows(dataset, RecordsDatasource(source, start).keep, window_rows, owned)
+    return _windows(dataset, tuple(getattr(source, "keep", ()) or ()), window_rows, owned)
 
 
 def _windows(dataset, keep, window_rows, owned):
