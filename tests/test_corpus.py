@@ -83,9 +83,11 @@ def test_schema_and_keep_columns(tmp_path, tiny_export):
     assert table.column("n").to_pylist() == ["3", None]
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_output(tmp_path, tiny_export, rows):
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_sigkill_then_resume_gives_the_uninterrupted_output(tmp_path, tiny_export, rows, variant):
+    """Bit for bit, int8 included: a resumed run embeds the same texts together (windows restart at shard ends)."""
     src = write_jsonl(tmp_path / "corpus.jsonl", rows * 4)
-    args = [sys.executable, "-m", "e5onnx.cli", "corpus", str(tiny_export), "--input", str(src), "--variant", "fp32",
+    args = [sys.executable, "-m", "e5onnx.cli", "corpus", str(tiny_export), "--input", str(src), "--variant", variant,
             "--id-field", "_id", "--title-field", "title", "--shard-rows", "100", "--quiet", "--output"]
     assert subprocess.run(args + [str(tmp_path / "whole")], capture_output=True, check=False).returncode == 0
     out = tmp_path / "killed"
@@ -106,7 +108,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_output(tmp_path, tiny_expor
     ids, vectors = read_output(out)
     whole_ids, whole = read_output(tmp_path / "whole")
     assert ids == whole_ids and len(ids) == 1200
-    assert float(np.abs(vectors - whole).max()) <= 1e-6
+    assert np.array_equal(vectors, whole)
     assert {f: os.stat(out / f).st_mtime_ns for f in stamps} == stamps  # the finished shards were not redone
 
 
@@ -243,3 +245,17 @@ def test_lone_surrogate_in_an_id_is_a_bad_row_not_a_parquet_crash(tmp_path, tiny
         run(tiny_export, src, tmp_path / "out", title_field=None)
     manifest = run(tiny_export, src, tmp_path / "out", title_field=None, on_error="skip")
     assert read_output(tmp_path / "out")[0] == ["2"] and manifest["rows_skipped"] == 1
+
+
+def test_windows_end_at_window_multiples_and_shard_ends_whatever_the_start():
+    from e5onnx.corpus.local import windows_of
+    from e5onnx.corpus.records import Record
+
+    def sizes(start, stop, window_rows, shard_rows):
+        records = (Record(i, f"line {i + 1}", str(i + 1), "t") for i in range(start, stop))
+        return [[r.ordinal for r in w][::len(w) - 1 or 1] for w in windows_of(records, window_rows, shard_rows)]
+
+    # shards of 10 records, windows of 4 counted from each shard's start: 0-3, 4-7, 8-9 | 10-13, 14-17, 18-19 | ...
+    assert sizes(0, 23, 4, 10) == [[0, 3], [4, 7], [8, 9], [10, 13], [14, 17], [18, 19], [20, 22]]
+    assert sizes(10, 23, 4, 10) == sizes(0, 23, 4, 10)[3:]  # a resume at a shard start: the same windows
+    assert sizes(5, 12, 4, None) == [[5, 7], [8, 11]]  # one shard: multiples of 4 from record 0

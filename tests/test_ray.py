@@ -27,7 +27,8 @@ from e5onnx.errors import E5OnnxError, InvalidInputError, ModelFolderError
 from e5onnx.ray import ActorPlan, E5Embedder, actor_plan, connect, ray_windows
 from e5onnx.ray.embedder import threads_for
 from e5onnx.ray.plan import ACTOR_MEMORY
-from e5onnx.ray.windows import checked, embedded_dataset, records_table, table_records
+from e5onnx.ray.records import checked, records_table, table_records
+from e5onnx.ray.windows import embedded_dataset
 from e5onnx.runtime import Embedder
 
 SCIFACT = shared_dir() / "data" / "scifact" / "corpus.part1.jsonl"
@@ -141,6 +142,14 @@ def test_actor_plan_rule():
         actor_plan([2.0], threads=0)
 
 
+def test_actor_plan_spare_cpus_are_left_out_of_every_node():
+    assert actor_plan([3.0, {"CPU": 9.0}], spare_cpus=1, actor_memory=None) == ActorPlan(10, 1.0, 1, None)
+    with pytest.raises(E5OnnxError, match="no node with a whole CPU"):
+        actor_plan([1.0], spare_cpus=1)
+    with pytest.raises(InvalidInputError, match="spare_cpus"):
+        actor_plan([2.0], spare_cpus=-1)
+
+
 # --- on Ray ------------------------------------------------------------------------------------------------
 
 def test_map_batches_on_ray_equals_in_process(ray_local, tiny_export, fp32):
@@ -200,11 +209,11 @@ def test_ray_windows_equal_local_windows(ray_local, tmp_path, tiny_export, fp32)
     source = _scifact_with_bad_rows(tmp_path, 1200)
     records = list(source.records())
     assert len(records) == 1205 and sum(not r.ok for r in records) >= 5
-    got = list(ray_windows(source, 0, str(tiny_export), "fp32", "passage", 500))
+    got = list(ray_windows(source, 0, str(tiny_export), "fp32", "passage", 500, shard_rows=600))
     assert ray.is_initialized()  # the caller's Ray is left running
-    expected = list(local_windows(fp32, source.records(), 500, "passage", 32))
+    expected = list(local_windows(fp32, source.records(), 500, "passage", 32, 600))
     _same_windows(got, expected)
-    assert [len(w.records) for w in got] == [500, 500, 205]
+    assert [len(w.records) for w in got] == [500, 100, 500, 100, 5]  # windows end at every shard end
     assert [r.id for w in got for r in w.records] == [r.id for r in records]
     refused = {r.id: r for w in got for r in w.records if r.id in ("x3", "x5")}
     assert refused["x3"].text is None and "lone surrogate" in refused["x3"].error
@@ -216,7 +225,17 @@ def test_ray_windows_resume_from_a_record(ray_local, tmp_path, tiny_export, fp32
     got = list(ray_windows(source, 250, str(tiny_export), "fp32", "query", 16, plan=ActorPlan(2, 0.5, 1, None)))
     expected = list(local_windows(fp32, source.records(250), 16, "query", 32))
     _same_windows(got, expected)
-    assert got[0].records[0].ordinal == 250 and len(got[-1].records) == 55 % 16
+    assert got[0].records[0].ordinal == 250  # windows end every 16 records counted from record 0, as uninterrupted
+    assert [len(w.records) for w in got] == [6, 16, 16, 16, 1]
+
+
+def test_ray_windows_int8_are_bitwise_the_local_ones(ray_local, tmp_path, tiny_export):
+    """The same texts embedded together on 1-thread actors as in process on 2 threads: int8 vectors (which move
+    by up to ~6e-4 when a text's batch-mates change, bf16 likewise) are identical, bit for bit."""
+    source = _scifact_with_bad_rows(tmp_path, 400)
+    int8 = Embedder.load(tiny_export, variant="int8", threads=2)
+    got = list(ray_windows(source, 100, str(tiny_export), "int8", "passage", 64, shard_rows=150))
+    _same_windows(got, list(local_windows(int8, source.records(100), 64, "passage", 32, 150)), atol=0)
 
 
 @pytest.mark.skipif(not SCIFACT.is_file(), reason=f"{SCIFACT} is absent (no ../shared): SciFact corpus needed")
@@ -264,10 +283,11 @@ def test_records_table_round_trip():
 
 def test_embedded_dataset_keeps_order_and_the_callers_context(ray_local, tmp_path, tiny_export):
     source = _scifact_with_bad_rows(tmp_path, 10)
-    ds = embedded_dataset(source, 0, str(tiny_export), "fp32", "passage", ActorPlan(1, 2.0, 2))
+    ds = embedded_dataset(source, 0, str(tiny_export), "fp32", "passage", ActorPlan(1, 2.0, 2), window_rows=4)
     assert ds.context.execution_options.preserve_order
     assert not ray.data.DataContext.get_current().execution_options.preserve_order  # the caller's is unchanged
-    assert ds.count() == 15
+    rows = ds.take_all()  # one row per window of 4 records: 15 records
+    assert [list(row["ordinal"]) for row in rows] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14]]
 
 
 # --- connecting -----------------------------------------------------------------------------------------------
@@ -304,7 +324,7 @@ def test_a_listening_non_ray_port_errors_quickly():
 
 
 def test_the_probe_accepts_a_real_ray_head(ray_local):
-    from e5onnx.ray.windows import _probe
+    from e5onnx.ray.connect import _probe
 
     _probe(ray.get_runtime_context().gcs_address, 5)  # the session's GCS answers gRPC
 
@@ -327,3 +347,26 @@ def test_without_ray_the_error_says_what_to_install():
             "    print(isinstance(exc, E5OnnxError), exc)\n")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60).stdout
     assert out.startswith("True") and "pip install 'e5onnx[ray]'" in out, out
+
+
+def test_the_readmes_map_batches_snippet_runs(ray_local, tmp_path, tiny_export, fp32):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```python\nimport os\nimport ray\nfrom e5onnx.ray import E5Embedder")
+    code = readme[start + len("```python\n"):readme.index("```", start + 3)]
+    (tmp_path / "docs").mkdir()
+    import pyarrow.parquet as pq
+
+    pq.write_table(_table(TEXTS), tmp_path / "docs" / "part-0.parquet")
+    for old, new in (("ray.init(num_cpus=os.cpu_count() + 1)\n", ""), ('"docs/"', repr(str(tmp_path / "docs"))),
+                     ('"models/main"', repr(str(tiny_export))), ("print(", "shown = (")):
+        assert old in code, old
+        code = code.replace(old, new)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own snippet
+    assert scope["shown"] == fp32.dim
+    table = pa.concat_tables(ray.get(scope["ds"].to_arrow_refs())).sort_by("id")
+    order = [int(i) for i in table.column("id").to_pylist()]
+    auto = Embedder.load(tiny_export)  # the snippet's variant ("auto"), the same 8 texts in one forward pass
+    np.testing.assert_allclose(_vectors(table), auto.embed_passages(TEXTS)[order], rtol=0, atol=1e-6)

@@ -5,7 +5,8 @@ The job reads records in input order (:mod:`e5onnx.corpus.sources`), embeds them
 is bounded whatever the corpus size), and writes every ``shard_rows`` records as one Parquet shard
 (:mod:`e5onnx.corpus.shards`). A killed job (SIGKILL included) leaves its finished shards in ``OUT.partial``;
 ``resume=True`` checks them and continues after the last one, so the output has the same rows and vectors as an
-uninterrupted run: windows start at the same records, so the same texts are batched together.
+uninterrupted run: windows start at the same records (counted from each shard's start), so the same texts are
+embedded together, in every variant and on Ray too.
 """
 
 import shutil
@@ -77,7 +78,8 @@ def embed_corpus(model, inputs, output, *, variant="auto", threads=None, fmt=Non
     embedder, model_info = _load(model, variant, threads, ray)
     job = {"model": model_info, "input": source.describe(),
            "settings": {"kind": kind, "shard_rows": shard_rows, "on_error": on_error, "keep": list(keep),
-                        "max_length": embedder.max_length}}
+                        "max_length": embedder.max_length, "window_rows": CORPUS_WINDOW_ROWS,
+                        "batch_size": DEFAULT_BATCH_SIZE}}
     total = _check_input(source, on_error)  # before anything is written
     done = settle_output(out, job, resume, force)
     if isinstance(done, dict):
@@ -88,7 +90,7 @@ def embed_corpus(model, inputs, output, *, variant="auto", threads=None, fmt=Non
     writer = ShardWriter(folder, run, embedder.dim, list(keep), on_error)
     progress = Progress(total, writer.records, quiet, progress_stream)
     try:
-        for window in _windows(embedder, model_info, source, writer.records, kind, threads, ray):
+        for window in _windows(embedder, model_info, source, writer.records, kind, shard_rows, threads, ray):
             writer.add(window)
             progress.update(len(window.records), window.tokens)
         writer.finish()
@@ -146,18 +148,21 @@ def _run_manifest(job, done, total, ray):
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shards": done}
 
 
-def _windows(embedder, model_info, source, start, kind, threads, ray):
+def _windows(embedder, model_info, source, start, kind, shard_rows, threads, ray):
+    """The job's Windows from record ``start`` on, windows cut at the same records whatever the backend and start
+    (:func:`~e5onnx.corpus.local.windows_of`), so a resumed or Ray run embeds the same texts together."""
     prefix = None if kind == "none" else kind
     if not ray:
         from .local import local_windows
 
-        return local_windows(embedder, source.records(start), CORPUS_WINDOW_ROWS, prefix, DEFAULT_BATCH_SIZE)
+        return local_windows(embedder, source.records(start), CORPUS_WINDOW_ROWS, prefix, DEFAULT_BATCH_SIZE,
+                             shard_rows)
     try:
         from ..ray.windows import ray_windows
     except ImportError as exc:
         raise E5OnnxError(f"--ray needs Ray: pip install 'e5onnx[ray]' ({exc})") from None
     return ray_windows(source, start, model_info["folder"], model_info["variant"], prefix, CORPUS_WINDOW_ROWS,
-                       address=ray if isinstance(ray, str) else None, threads=threads)
+                       address=ray if isinstance(ray, str) else None, threads=threads, shard_rows=shard_rows)
 
 
 def _complete(out, folder, run, started, progress, quiet):

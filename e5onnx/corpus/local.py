@@ -1,24 +1,33 @@
-"""The in-process backend of a corpus job: consecutive records embedded by one :class:`~e5onnx.runtime.Embedder`."""
+"""The in-process backend of a corpus job: windows of consecutive records embedded by one
+:class:`~e5onnx.runtime.Embedder`, and where windows start (:func:`windows_of`, shared with the Ray backend)."""
 
 import dataclasses
 
 from .records import Window
 
 
-def chunks(items, size):
-    """Lists of ``size`` consecutive items of the iterable ``items`` (the last one shorter, none empty)."""
+def windows_of(records, window_rows, shard_rows=None):
+    """Lists of consecutive records (``Record.ordinal`` counts from the source's first record): a list ends after
+    every ``window_rows`` records counted from the start of its shard, and at every shard end (``shard_rows``
+    records; None: one shard), so a window never crosses a shard boundary.
+
+    Which texts are embedded together (and so their forward passes' padding and batch shapes, which move int8 and
+    bf16 vectors by up to ~6e-4) then depends only on the records' positions: a job resumed at a shard boundary,
+    or run on Ray, embeds exactly the windows an uninterrupted in-process run does.
+    """
     chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
+    for record in records:
+        chunk.append(record)
+        position = record.ordinal + 1
+        if (position % shard_rows if shard_rows else position) % window_rows == 0:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
 
 
-def local_windows(embedder, records, window_rows, kind, batch_size):
-    """:class:`~e5onnx.corpus.records.Window` after Window of ``window_rows`` consecutive records.
+def local_windows(embedder, records, window_rows, kind, batch_size, shard_rows=None):
+    """:class:`~e5onnx.corpus.records.Window` after Window of the records, cut as :func:`windows_of`.
 
     The good records' texts of a window go through :meth:`Embedder.prepare <e5onnx.runtime.Embedder.prepare>`
     (``kind`` prefix, truncation at the max length) and one :meth:`~e5onnx.runtime.Embedder.run` (length-sorted
@@ -27,7 +36,7 @@ def local_windows(embedder, records, window_rows, kind, batch_size):
     Yields:
         Window: ``vectors`` ``(good records, dim)`` float32 unit rows.
     """
-    for chunk in chunks(records, window_rows):
+    for chunk in windows_of(records, window_rows, shard_rows):
         chunk, prepared = prepare_window(embedder, chunk, kind)
         yield Window(chunk, embedder.run(prepared, batch_size=batch_size), prepared.token_counts)
 

@@ -6,9 +6,10 @@ Inside this package ``import ray`` is the real Ray (absolute imports); importing
 """
 
 from ._ray import RayUnavailableError
+from .connect import connect
 from .embedder import E5Embedder
 from .plan import ActorPlan, actor_plan, node_resources
-from .windows import RecordsDatasource, connect, ray_windows
+from .windows import RecordsDatasource, ray_windows
 
 __all__ = ["ActorPlan", "E5Embedder", "RayUnavailableError", "RecordsDatasource", "actor_plan", "connect",
            "node_resources", "ray_windows"]

@@ -176,3 +176,31 @@ class E5Embedder:
     def __repr__(self):
         return (f"E5Embedder({self.embedder!r}, text_column={self.text_column!r}, "
                 f"embedding_column={self.embedding_column!r}, kind={self.kind!r})")
+
+
+class WindowEmbedder(E5Embedder):
+    """:class:`E5Embedder` over windows: each input row is one window of records
+    (:func:`~e5onnx.ray.records.grouped`: every column a list), embedded as one call, so which texts share forward
+    passes does not depend on how Ray blocks and batches the rows (the corpus job's Ray backend,
+    :mod:`e5onnx.ray.windows`). Arguments as :class:`E5Embedder`.
+    """
+
+    def __call__(self, batch):
+        """Embed every row (window) of ``batch`` separately.
+
+        Args:
+            batch: ``pyarrow.Table``, one row per window, :attr:`text_column` ``list<string>``.
+
+        Returns:
+            ``pyarrow.Table``, one row per window: ``batch``'s columns, then ``embedding_column``
+            (``list<fixed_size_list<float32>[dim]>``) and ``tokens_column`` (``list<int32>``) if asked.
+
+        Raises:
+            InvalidInputError: as :meth:`E5Embedder.__call__`, for the first window with a bad row.
+        """
+        from .records import grouped, ungrouped
+
+        if isinstance(batch, pa.RecordBatch):
+            batch = pa.Table.from_batches([batch])
+        return pa.concat_tables([grouped(super(WindowEmbedder, self).__call__(ungrouped(batch.slice(i, 1))))
+                                 for i in range(batch.num_rows)])

@@ -8,10 +8,10 @@ Measured on this project's 2-core machine (``ray.init(num_cpus=2)``, e5-small-sh
 SciFact ``corpus.part1.jsonl``, 562,158 tokens; in-process Embedder with 2 threads and ``local_windows`` vs
 ``ray_windows``, rounds interleaved, medians, Ray start-up not timed but actor start-up and model load timed)::
 
-    python -m e5onnx.ray.measure models/e5-small-shaped ../shared/data/scifact/corpus.part1.jsonl \\
+    python benchmarks/ray_plans.py models/e5-small-shaped ../shared/data/scifact/corpus.part1.jsonl \\
         --variant int8 --repeats 3 --plans 2x1x1,1x2x2
 
-Result (2026-12-02, tokens/s; the machine is shared, so ``measure`` flags runs during which other processes used
+Result (2026-12-02, tokens/s; the machine is shared, so the script flags runs during which other processes used
 more than 5 % of the cores; medians of the clean runs, all runs in brackets)::
 
     in process, 1 Embedder, 2 threads          8,940   (58.3 / 67.4 / 74.3* s: 8,346)
@@ -53,9 +53,9 @@ def node_resources():
     return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
 
 
-def actor_plan(nodes, threads=None, actor_memory=ACTOR_MEMORY):
+def actor_plan(nodes, threads=None, actor_memory=ACTOR_MEMORY, spare_cpus=0):
     """The actor pool for a cluster: one actor per ``threads`` CPUs of each node (default :data:`ACTOR_THREADS`),
-    at most as many per node as its memory holds at ``actor_memory`` each.
+    at most as many per node as its memory holds at ``actor_memory`` each, ``spare_cpus`` per node left out.
 
     Args:
         nodes: one entry per node: its Ray resources (a mapping with ``"CPU"`` and optionally ``"memory"``, as
@@ -63,6 +63,10 @@ def actor_plan(nodes, threads=None, actor_memory=ACTOR_MEMORY):
         threads: onnxruntime threads (and reserved CPUs) per actor; more than the smallest node's CPUs reserves
             that node's CPUs only (the actor must fit a node) but still runs ``threads`` threads.
         actor_memory: bytes reserved per actor (``memory=`` of ``map_batches``); None reserves none.
+        spare_cpus: Ray CPUs per node left to the pipeline's other tasks. The corpus job needs none (its read
+            task asks for 0 CPU); ``ray.data.read_parquet`` runs 1-CPU list and read tasks, which never start
+            while the actors hold every CPU (the job hangs): start Ray with one CPU more than the cores
+            (``ray.init(num_cpus=os.cpu_count() + 1)``, ``ray start --num-cpus``) and pass ``spare_cpus=1``.
 
     Returns:
         :data:`ActorPlan` ``(size, num_cpus, threads, memory)``.
@@ -72,9 +76,10 @@ def actor_plan(nodes, threads=None, actor_memory=ACTOR_MEMORY):
         E5OnnxError: no node has a CPU (or the memory for one actor).
     """
     threads = ACTOR_THREADS if threads is None else whole_number("threads", threads)
+    spare_cpus = whole_number("spare_cpus", spare_cpus, 0)
     usable = []
     for node in nodes:
-        cpus = float(node.get("CPU", 0) if isinstance(node, Mapping) else node)
+        cpus = float(node.get("CPU", 0) if isinstance(node, Mapping) else node) - spare_cpus
         memory = node.get("memory") if isinstance(node, Mapping) else None
         if cpus >= 1 and (memory is None or actor_memory is None or memory >= actor_memory):
             usable.append((cpus, memory))

@@ -6,7 +6,6 @@ Accepted input: a single ``str`` (one text) or an iterable of ``str``. Everythin
 
 import unicodedata
 from collections.abc import Mapping, Set
-from pathlib import Path
 
 from ..errors import InvalidInputError, TextError
 

@@ -1,6 +1,6 @@
 """Measure the Ray backend against the in-process Embedder on the same records and threads (``actor_plan``'s rule).
 
-``python -m e5onnx.ray.measure MODEL FILE.jsonl [--variant int8] [--repeats 2] [--plans 1x2x2,2x1x1]``
+``python benchmarks/ray_plans.py MODEL FILE.jsonl [--variant int8] [--repeats 2] [--plans 1x2x2,2x1x1]``
 
 Each round runs the in-process backend (:func:`~e5onnx.corpus.local.local_windows`, one Embedder of the node's
 CPUs in threads) and then each plan (``SIZExNUM_CPUSxTHREADS``; ``auto`` = :func:`~e5onnx.ray.plan.actor_plan`'s)
@@ -14,7 +14,8 @@ import statistics
 import threading
 import time
 
-from ..runtime.cpu import available_cpus
+from e5onnx.config import CORPUS_WINDOW_ROWS, RAY_BLOCK_BYTES
+from e5onnx.runtime.cpu import available_cpus
 
 
 class ForeignCpu:
@@ -60,13 +61,13 @@ class ForeignCpu:
 
 
 def _source(path):
-    from ..corpus.sources import open_source
+    from e5onnx.corpus.sources import open_source
 
     return open_source([path], "jsonl", "text", "title", "_id")
 
 
 def _plan(text):
-    from .plan import ActorPlan, actor_plan, node_resources
+    from e5onnx.ray.plan import ActorPlan, actor_plan, node_resources
 
     if text == "auto":
         return actor_plan(node_resources())
@@ -75,26 +76,23 @@ def _plan(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m e5onnx.ray.measure", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/ray_plans.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
     parser.add_argument("input", help="JSONL with _id, title, text (SciFact's corpus)")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--plans", default="auto", help="comma-separated SIZExNUM_CPUSxTHREADS or auto")
-    parser.add_argument("--window-rows", type=int, default=1024)
-    parser.add_argument("--batch-rows", type=int, default=None, help="ray_windows' batch_rows (default its own)")
+    parser.add_argument("--window-rows", type=int, default=CORPUS_WINDOW_ROWS)
     parser.add_argument("--block-kib", type=int, default=None, help="ray_windows' block_bytes / 1024 (default its own)")
     args = parser.parse_args(argv)
 
     import ray
 
-    from ..corpus.local import local_windows
-    from ..runtime.embedder import Embedder
-    from . import windows
-    from .windows import ray_windows
+    from e5onnx.corpus.local import local_windows
+    from e5onnx.ray.windows import ray_windows
+    from e5onnx.runtime.embedder import Embedder
 
-    args.batch_rows = args.batch_rows or windows.RAY_BATCH_ROWS
-    block_bytes = args.block_kib * 1024 if args.block_kib else windows.RAY_BLOCK_BYTES
+    block_bytes = args.block_kib * 1024 if args.block_kib else RAY_BLOCK_BYTES
     cpus = available_cpus()
     source = _source(args.input)
     ray.init(num_cpus=cpus, include_dashboard=False)
@@ -117,8 +115,7 @@ def main(argv=None):
             with ForeignCpu() as foreign:
                 started = time.perf_counter()
                 got = sum(w.tokens for w in ray_windows(source, 0, args.model, args.variant, "passage",
-                                                        args.window_rows, plan=plan, batch_rows=args.batch_rows,
-                                                        block_bytes=block_bytes))
+                                                        args.window_rows, plan=plan, block_bytes=block_bytes))
                 elapsed = time.perf_counter() - started
             assert got == tokens, (got, tokens)
             results[text].append(got / elapsed)
