@@ -206,6 +206,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path, tiny_export, rows, monkeyp
     run(tiny_export, write_jsonl(tmp_path / "c.jsonl", rows[:40]), tmp_path / "out", quiet=False,
         progress_stream=stream, shard_rows=10)
     lines = stream.getvalue().splitlines()
+    assert lines[0] == "e5onnx corpus: 40 rows to embed"  # at once, before the first window
     assert lines[-1].startswith("e5onnx corpus: 40/40 rows (100.0 %), ") and "tokens/s, ETA 0m00s" in lines[-1]
 
 

@@ -24,6 +24,11 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=done, unit="rows", file=self.stream, dynamic_ncols=True)
+        elif not quiet:  # a first line at once: the next comes CORPUS_LOG_EVERY_S later
+            rows = "an unknown number of" if total is None else f"{total:,}"
+            self.stream.write(f"e5onnx corpus: {rows} rows, {done:,} already done (resumed)\n" if done
+                              else f"e5onnx corpus: {rows} rows to embed\n")
+            self.stream.flush()
 
     def tokens_per_s(self):
         elapsed = time.perf_counter() - self.started

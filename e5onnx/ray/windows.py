@@ -24,8 +24,10 @@ import copy
 import dataclasses
 import functools
 import gc
+import logging
 import os
 import re
+import warnings
 from contextlib import contextmanager
 
 from .. import errors
@@ -201,15 +203,28 @@ def ray_windows(source, start, model, variant, kind, window_rows, address=None, 
     return _windows(dataset, tuple(getattr(source, "keep", ()) or ()), owned)
 
 
+#: Ray Data's warning that an actor pool got fewer input blocks than actors *at planning time*: the job's single
+#: read task streams many windows, which the pool shares, so it is noise here.
+warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning,
+                        module="ray.data")
+#: Ray Data's own INFO/WARNING lines during a job ("Progress bars disabled", "execution finished"): the job has its
+#: own progress; errors still show.
+RAY_DATA_LOG_LEVEL = logging.ERROR
+
+
 def _windows(dataset, keep, owned):
     """One Window per row of the dataset's batches."""
     batches = _batches(dataset)
     del dataset  # only _batches holds it (see there)
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    logger.setLevel(max(level, RAY_DATA_LOG_LEVEL))
     try:
         for batch in batches:
             for i in range(batch.num_rows):
                 yield window_of(ungrouped(batch.slice(i, 1)), keep)
     finally:
+        logger.setLevel(level)
         if owned:
             ray.shutdown()
 
