@@ -26,7 +26,6 @@ from ..config import (
 from ..errors import E5OnnxError, InvalidInputError
 from ..runtime.arguments import whole_number
 from ..runtime.atomic import replace_folder
-from ..runtime.manifest import sha256_file
 from .duplicates import duplicate_ids
 from .progress import Progress
 from .shards import partial_folder, shard_ids, write_rejects, write_run
@@ -78,7 +77,7 @@ def embed_corpus(model, inputs, output, *, variant="auto", threads=None, fmt=Non
     embedder, model_info = _load(model, variant, threads, ray)
     job = {"model": model_info, "input": source.describe(),
            "settings": {"kind": kind, "shard_rows": shard_rows, "on_error": on_error, "keep": list(keep),
-                        "max_length": embedder.max_length, "window_rows": CORPUS_WINDOW_ROWS,
+                        "max_length": model_info["max_length"], "window_rows": CORPUS_WINDOW_ROWS,
                         "batch_size": DEFAULT_BATCH_SIZE}}
     total = _check_input(source, on_error)  # before anything is written
     done = settle_output(out, job, resume, force)
@@ -87,7 +86,7 @@ def embed_corpus(model, inputs, output, *, variant="auto", threads=None, fmt=Non
     run = _run_manifest(job, done, total, ray)
     folder = partial_folder(out)
     write_run(folder, run)
-    writer = ShardWriter(folder, run, embedder.dim, list(keep), on_error)
+    writer = ShardWriter(folder, run, model_info["dim"], list(keep), on_error)
     progress = Progress(total, writer.records, quiet, progress_stream)
     try:
         for window in _windows(embedder, model_info, source, writer.records, kind, shard_rows, threads, ray):
@@ -113,17 +112,21 @@ def _check_args(kind, on_error, shard_rows, resume, force):
 
 
 def _load(model, variant, threads, ray):
-    """The Embedder (in the driver too for Ray: it resolves the variant and checks the folder once) and what
-    the run manifest records of the model."""
+    """``(Embedder or None, what the run manifest records of the model)``. For Ray the driver only resolves the
+    folder and variant and checks the files (:func:`~e5onnx.runtime.folder.resolve_model`): the actors load the
+    sessions, so the driver's cores and memory are not spent on a session of its own."""
     from ..runtime.embedder import Embedder
+    from ..runtime.folder import resolve_model
 
-    embedder = Embedder.load(model, variant=variant, threads=1 if ray and threads is None else threads)
-    manifest, path = embedder.manifest, Path(embedder.model_path)
-    record = manifest.files.get(path.name) if manifest is not None else None
-    source = manifest.source if manifest is not None else None
+    found = resolve_model(model, variant)
+    embedder = None if ray else Embedder(found.model_path, found.tokenizer_path, max_length=found.max_length,
+                                         threads=threads, pad_token_id=found.manifest.pad_token_id,
+                                         variant=found.variant, manifest=found.manifest)
+    path, manifest = Path(found.model_path), found.manifest
+    source = manifest.source
     return embedder, {"model": str(model), "folder": str(path.parent), "hub_id": source.id if source else None,
-                      "file": path.name, "sha256": record.sha256 if record else sha256_file(path),
-                      "variant": embedder.variant, "max_length": embedder.max_length, "dim": embedder.dim}
+                      "file": path.name, "sha256": manifest.files[path.name].sha256, "variant": found.variant,
+                      "max_length": found.max_length, "dim": embedder.dim if embedder else manifest.embedding_dim}
 
 
 def _check_input(source, on_error):

@@ -1,6 +1,5 @@
 """The :class:`Embedder`: texts in, ``(n, dim)`` float32 unit vectors out, without torch."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,20 +10,17 @@ from ..config import (
     QUERY_PREFIX,
     TOKEN_BUDGET,
     TOKENIZE_CHUNK,
-    TOKENIZER_FILE,
     VARIANT_BACKENDS,
 )
 from ..errors import E5OnnxError, InvalidInputError, ModelFolderError, TextError
 from .arguments import flag, whole_number
-from .folder import fetch_model_folder
-from .manifest import check_file
+from .folder import resolve_model
 from .packing import plan_passes
 from .pooling import l2_normalize, mean_pool
 from .prepared import KINDS, Prepared, parts_of
 from .session import OnnxEncoder
 from .texts import add_prefix, as_list, as_text_list, text_problem
 from .tokenizer import TextTokenizer
-from .variants import check_variant_name
 
 
 class Embedder:
@@ -107,23 +103,9 @@ class Embedder:
             InvalidInputError: a bad ``variant``, ``threads`` or ``max_length``.
             BackendUnavailableError: ``bf16`` asked for by name without OpenVINO installed.
         """
-        check_variant_name(variant)  # before any download
-        if not isinstance(model, (str, os.PathLike)) or not str(model):
-            raise InvalidInputError(f"model must be a folder path or a Hub repo id, got {model!r}")
-        folder, manifest = fetch_model_folder(model, lambda m: [m.variant_file(m.choose_variant(variant))], revision)
-        chosen = manifest.choose_variant(variant)
-        try:
-            model_path = check_file(folder, manifest.variant_file(chosen), manifest, verify)
-        except ModelFolderError as exc:
-            if variant == "auto" and chosen != "fp32":
-                raise type(exc)(f"{exc} (variant 'auto' chose {chosen!r}; pass variant='fp32' to "
-                                "use the plain graph)") from None
-            raise
-        tokenizer_path = check_file(folder, TOKENIZER_FILE, manifest, verify)
-        limit = manifest.max_length
-        max_length = limit if max_length is None else whole_number("max_length", max_length, 2, limit)
-        return cls(model_path, tokenizer_path, max_length=max_length, threads=threads,
-                   pad_token_id=manifest.pad_token_id, variant=chosen, manifest=manifest)
+        found = resolve_model(model, variant, revision=revision, max_length=max_length, verify=verify)
+        return cls(found.model_path, found.tokenizer_path, max_length=found.max_length, threads=threads,
+                   pad_token_id=found.manifest.pad_token_id, variant=found.variant, manifest=found.manifest)
 
     @property
     def max_length(self):

@@ -5,11 +5,14 @@ manifest, the tokenizer and the requested variant's files are downloaded. A loca
 with no network access at all.
 """
 
+import os
 import re
+from collections import namedtuple
 from pathlib import Path
 
 from ..config import MANIFEST_FILE, TOKENIZER_FILE
-from ..errors import ModelFolderError
+from ..errors import InvalidInputError, ModelFolderError
+from .arguments import whole_number
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
@@ -84,3 +87,41 @@ def fetch_model_folder(model, files_for, revision=None):
     # Pin the second download to the commit the manifest came from, so the files match it.
     folder = hub_download(model, folder.name, files=needed)
     return folder, manifest
+
+
+#: What :func:`resolve_model` finds: ``folder`` (Path), ``manifest`` (:class:`~e5onnx.runtime.manifest.Manifest`),
+#: ``variant`` (the chosen name), ``model_path`` and ``tokenizer_path`` (checked files), ``max_length`` (int).
+ResolvedModel = namedtuple("ResolvedModel", "folder manifest variant model_path tokenizer_path max_length")
+
+
+def resolve_model(model, variant="auto", *, revision=None, max_length=None, verify=True):
+    """Find a model's files without loading a session: the folder (downloaded from the Hub when ``model`` is a
+    repo id), the variant ``variant`` resolves to on this CPU, and its ONNX file and tokenizer checked against
+    the manifest. :meth:`Embedder.load <e5onnx.runtime.Embedder.load>` is this plus the session; a Ray driver
+    uses it alone (the actors load the sessions).
+
+    Args and Raises: as :meth:`Embedder.load <e5onnx.runtime.Embedder.load>`.
+
+    Returns:
+        :data:`ResolvedModel`.
+    """
+    from .variants import check_variant_name
+
+    check_variant_name(variant)  # before any download
+    if not isinstance(model, (str, os.PathLike)) or not str(model):
+        raise InvalidInputError(f"model must be a folder path or a Hub repo id, got {model!r}")
+    folder, manifest = fetch_model_folder(model, lambda m: [m.variant_file(m.choose_variant(variant))], revision)
+    chosen = manifest.choose_variant(variant)
+    from .manifest import check_file
+
+    try:
+        model_path = check_file(folder, manifest.variant_file(chosen), manifest, verify)
+    except ModelFolderError as exc:
+        if variant == "auto" and chosen != "fp32":
+            raise type(exc)(f"{exc} (variant 'auto' chose {chosen!r}; pass variant='fp32' to "
+                            "use the plain graph)") from None
+        raise
+    tokenizer_path = check_file(folder, TOKENIZER_FILE, manifest, verify)
+    limit = manifest.max_length
+    max_length = limit if max_length is None else whole_number("max_length", max_length, 2, limit)
+    return ResolvedModel(folder, manifest, chosen, model_path, tokenizer_path, max_length)
