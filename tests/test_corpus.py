@@ -131,6 +131,7 @@ def test_bad_rows_skipped_are_listed(tmp_path, tiny_export):
     assert [r["where"] for r in rejects] == [f"{src} line {n}" for n in (2, 3, 4)]
     assert rejects[0]["reason"].startswith("not JSON")
     assert rejects[1]["reason"] == "field 'text' is missing"
+    assert [r["id"] for r in rejects] == [None, "3", "4"]  # an unreadable row has no id, not its position
     assert manifest["rows_skipped"] == 3 and manifest["rows_written"] == 2
 
 

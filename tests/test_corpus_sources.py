@@ -110,7 +110,7 @@ def test_jsonl_id_string_or_integer(tmp_path, value, expected):
 ])
 def test_jsonl_unusable_id_is_a_bad_record(tmp_path, item, reason):
     record = one(tmp_path, jsonl(item), id_field="id")
-    assert (record.id, record.text, record.error) == ("1", None, reason)
+    assert (record.id, record.text, record.error) == (None, None, reason)  # no position posing as an id
 
 
 def test_jsonl_bad_record_keeps_a_readable_id(tmp_path):
@@ -227,9 +227,9 @@ def test_csv_invalid_utf8_in_an_unused_column_is_no_error(tmp_path):
     assert [(r.text, r.error) for r in read(path)] == [("good", None)]
 
 
-def test_csv_invalid_utf8_id_falls_back_to_the_position(tmp_path):
+def test_csv_invalid_utf8_id_is_no_id(tmp_path):
     record = one(tmp_path, b"id,text\n\xffk,good\n", "a.csv", id_field="id")
-    assert (record.id, record.error) == ("1", "not valid UTF-8 (invalid start byte at byte 0 of field 'id')")
+    assert (record.id, record.error) == (None, "not valid UTF-8 (invalid start byte at byte 0 of field 'id')")
 
 
 def test_csv_empty_strings_for_id_and_keep(tmp_path):
@@ -271,7 +271,7 @@ def test_parquet_bad_text(tmp_path, column, reason):
 ])
 def test_parquet_bad_id(tmp_path, column, reason):
     path = write_parquet(tmp_path, "c.parquet", pa.table({"id": column, "text": ["t"]}))
-    assert [(r.id, r.error) for r in read(path, id_field="id")] == [("1", reason)]
+    assert [(r.id, r.error) for r in read(path, id_field="id")] == [(None, reason)]
 
 
 def test_parquet_reads_only_the_needed_columns(tmp_path, monkeypatch):

@@ -18,7 +18,8 @@ class Record:
         ordinal: 0-based position among all the source's records (blank JSON lines are not records); a resumed
             job skips the first ``ordinal`` records.
         where: where the row is, for messages: ``"corpus.jsonl line 12"``, ``"docs.csv row 3"``.
-        id: the row's id as a str: the ``--id-field`` value, else ``str(ordinal + 1)``.
+        id: the row's id as a str: the ``--id-field`` value, else ``str(ordinal + 1)``; None for a bad row whose
+            ``--id-field`` value cannot be read.
         text: what is embedded (``title + " " + text`` when a title field is given), None for a bad row.
         error: why the row is bad (``"not JSON (Expecting value)"``, ``"field 'text' is missing"``,
             ``"empty text"``), None for a good row.

@@ -23,8 +23,9 @@ Each record (:class:`~e5onnx.corpus.records.Record`):
   1-based data row, the header not counted, empty lines counted; parquet: 1-based row of that file). PATH is the
   path as given, ``<stdin>`` for standard input;
 - ``id``: the ``id_field`` value: a string as is (an empty one is an error), an integer (JSON, Parquet) in
-  decimal; any other value (a float, boolean, null, list, object) or a missing field makes the record bad.
-  Without ``id_field`` (and for a bad record whose id cannot be read) ``str(ordinal + 1)``;
+  decimal; any other value (a float, boolean, null, list, object) or a missing field makes the record bad;
+  without ``id_field``, ``str(ordinal + 1)``; None for a bad record whose id cannot be read (so the rejects file
+  never shows a position as if it were an id);
 - ``text``: the ``text_field`` string; with ``title_field``, ``title + " " + text`` (a missing, null or empty
   title gives the text alone, an empty text the title alone). It must hold more than whitespace;
 - ``keep``: ``{name: str or None}`` for each ``keep`` column: a string as is, a null or missing value None,
@@ -125,8 +126,8 @@ class Source:
         Args:
             ordinal: int; where: str, as the record's.
             values: dict, field name -> value as read (str, int, float, bool, None, list, dict; an absent field is
-                missing), or None for a row that could not be read at all (its id is then ``str(ordinal + 1)``,
-                every kept value None).
+                missing), or None for a row that could not be read at all (its id is then None, or the position
+                without an id field; every kept value None).
             error: str or None, a reason the reader found (the record is then bad with it, its id and kept values
                 still taken from ``values``).
             kind: ``kind(name, value) -> str`` names a value of the wrong type in a reason (``"a JSON number"``).
@@ -135,13 +136,14 @@ class Source:
             Record.
         """
         if values is None:
-            return Record(ordinal, where, str(ordinal + 1), None, error, dict.fromkeys(self.keep))
+            ident = None if self.id_field else str(ordinal + 1)
+            return Record(ordinal, where, ident, None, error, dict.fromkeys(self.keep))
         text, text_error = _text(self, values, kind)
         ident, id_error = _ident(self.id_field, values, ordinal, kind)
         keep = {name: _kept(values.get(name)) for name in self.keep}
         error = error or text_error or id_error or self._unencodable(text, ident, keep)
-        if text_problem(ident):
-            ident = str(ordinal + 1)  # the rejects file and messages are UTF-8 too
+        if ident is not None and text_problem(ident):
+            ident = None  # the rejects file and messages are UTF-8 too
         return Record(ordinal, where, ident, None if error else text, error, keep)
 
     def _unencodable(self, text, ident, keep):
@@ -240,7 +242,8 @@ def _not_string(name, value, kind):
 
 
 def _ident(field, values, ordinal, kind):
-    """``(id, None)``, or ``(str(ordinal + 1), why the id field is unusable)``."""
+    """``(id, None)``, or ``(None, why the id field is unusable)``; without an id field the id is the 1-based
+    position."""
     if field is None:
         return str(ordinal + 1), None
     value = values.get(field, _MISSING)
@@ -254,7 +257,7 @@ def _ident(field, values, ordinal, kind):
         why = f"is the number {value!r}, not a string or an integer"
     else:
         why = f"is {kind(field, value)}, not a string or an integer"
-    return str(ordinal + 1), f"field {field!r} {why}"
+    return None, f"field {field!r} {why}"
 
 
 def _kept(value):
