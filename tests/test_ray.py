@@ -370,3 +370,42 @@ def test_the_readmes_map_batches_snippet_runs(ray_local, tmp_path, tiny_export, 
     order = [int(i) for i in table.column("id").to_pylist()]
     auto = Embedder.load(tiny_export)  # the snippet's variant ("auto"), the same 8 texts in one forward pass
     np.testing.assert_allclose(_vectors(table), auto.embed_passages(TEXTS)[order], rtol=0, atol=1e-6)
+
+
+def _scifact_or_generated(tmp_path, n=1200):
+    """SciFact's ``corpus.part1.jsonl`` (1,728 documents) when ../shared is present, else ``n`` generated BEIR rows."""
+    if SCIFACT.is_file():
+        return SCIFACT
+    rng = np.random.default_rng(0)
+    words = TEXTS[3].split() + TEXTS[1].split()
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": f"d{i}", "title": f"t{i}", "text": " ".join(rng.choice(words, 40))})
+                            + "\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
+def test_the_corpus_job_on_ray_equals_the_single_process_job(ray_local, tmp_path, tiny_export):
+    """``e5onnx corpus --ray`` (the CLI, on the session's Ray) against ``embed_corpus`` in this process (2 threads),
+    int8: the same shards, byte for byte (so the same ids, order and vectors), and the same run manifest but for
+    the backend and the timings."""
+    from e5onnx.cli import main
+    from e5onnx.corpus import embed_corpus
+
+    src = _scifact_or_generated(tmp_path)
+    common = ["--id-field", "_id", "--title-field", "title", "--variant", "int8", "--shard-rows", "700", "--quiet"]
+    assert main(["corpus", str(tiny_export), "--input", str(src), "--output", str(tmp_path / "ray"), "--ray",
+                 *common]) == 0
+    assert ray.is_initialized()  # the session's Ray was used and left running
+    local = embed_corpus(str(tiny_export), [str(src)], tmp_path / "local", id_field="_id", title_field="title",
+                         variant="int8", shard_rows=700, quiet=True, threads=2)
+    on_ray = json.loads((tmp_path / "ray" / "_e5onnx_run.json").read_text())
+    assert local["rows_written"] == on_ray["rows_written"] >= 1000 and on_ray["rows_skipped"] == 0
+    assert [s["sha256"] for s in on_ray["shards"]] == [s["sha256"] for s in local["shards"]]
+    assert (on_ray["backend"], local["backend"]) == ("ray", "local")
+    timing = {"backend", "started_at", "finished_at", "wall_time_s", "tokens_per_s"}
+    assert {k: v for k, v in on_ray.items() if k not in timing} == {k: v for k, v in local.items() if k not in timing}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "ray")
+    ids = [json.loads(line)["_id"] for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert table.column("id").to_pylist() == ids
