@@ -20,7 +20,9 @@ from .errors import InvalidInputError
 _TEXT_KEY = "text"
 
 
-class _DuplicateKey(ValueError):
+class DuplicateKeyError(ValueError):
+    """A JSON object holds ``key`` twice (raised by :func:`unique_keys`; JSON leaves that undefined)."""
+
     def __init__(self, key):
         super().__init__(key)
         self.key = key
@@ -82,12 +84,12 @@ def _read_bytes(path, label):
         raise InvalidInputError(f"cannot read {label} {str(path)!r}: {exc.strerror}") from None
 
 
-def _unique_keys(pairs):
+def unique_keys(pairs):
     """``object_pairs_hook`` of :func:`json.loads`: a dict, refusing a key given twice."""
     obj = {}
     for key, value in pairs:
         if key in obj:
-            raise _DuplicateKey(key)
+            raise DuplicateKeyError(key)
         obj[key] = value
     return obj
 
@@ -95,8 +97,8 @@ def _unique_keys(pairs):
 def _json_text(line, name, n):
     """The text of one JSON line: a JSON string, or an object's ``"text"`` string."""
     try:
-        item = json.loads(line, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as exc:
+        item = json.loads(line, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
         raise InvalidInputError(f"{name} line {n}: a JSON object has the key {exc.key!r} twice") from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{name} line {n}: not JSON ({exc.msg})") from None

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from ..textfile import _DuplicateKey, _unique_keys
+from ..textfile import DuplicateKeyError, unique_keys
 
 #: File suffix (any case) -> format.
 SUFFIXES = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "txt", ".parquet": "parquet"}
@@ -159,8 +159,8 @@ def _jsonl_values(source, raw):
 def _parse_json(line):
     """``(object, None)`` for a line holding a JSON object, else ``(None, why not)``."""
     try:
-        item = json.loads(line, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as exc:
+        item = json.loads(line, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
         return None, f"a JSON object has the key {exc.key!r} twice"
     except json.JSONDecodeError as exc:
         return None, f"not JSON ({exc.msg})"
