@@ -65,6 +65,19 @@ def timed(cmd, stop_when=None):
     return time.perf_counter() - t0, peak / 2**20, proc.returncode
 
 
+def reader_seconds(parts, repeats=3):
+    """Fastest of ``repeats`` full passes of the job's reader over ``parts`` (parse, title + text, ids), s."""
+    from e5onnx.corpus.sources import open_source
+
+    source = open_source([str(p) for p in parts], "jsonl", "text", "title", "_id")
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        count = sum(1 for _ in source.records())
+        best = min(best, time.perf_counter() - t0)
+    return best, count
+
+
 def run_manifest(out):
     return json.loads((Path(out) / CORPUS_RUN_FILE).read_text())
 
@@ -96,6 +109,7 @@ def main(argv=None):
             print(side, runs[side][-1], flush=True)
     summary = {side: {k: statistics.median(x[k] for x in v) for k in v[0]} for side, v in runs.items()}
     resume = resume_cost(args, parts, work, summary["single"]["wall_s"])
+    read_s, read_rows = reader_seconds(parts)
     shape = shape_from_config(args.model)
     roof = measure(args.threads, shape["hidden"], shape["intermediate"], shape["layers"], bf16=False)
     ceiling = roof["dtypes"]["int8"]["passage"]["ceiling_tokens_per_s"]
@@ -104,6 +118,7 @@ def main(argv=None):
               "runs": runs, "median": summary, "ray_over_single": round(summary["ray"]["tokens_per_s"]
                                                                         / summary["single"]["tokens_per_s"], 3),
               "ray_target": RAY_TARGET, "resume": resume, "int8_ceiling_tokens_per_s": round(ceiling, 1),
+              "reader": {"seconds": round(read_s, 4), "rows": read_rows}, "dim": shape["hidden"],
               "environment": environment(args.threads)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +171,22 @@ def markdown(r):
          f"{res['shards_done_when_killed']} shards written; `--resume` finished in {res['resume_wall_s']:.1f} s, "
          f"{res['rows']:,} rows; time lost to the kill {res['lost_s']:.1f} s (killed + resumed - uninterrupted)."),
     ]
+    if "reader" in r:
+        lines += ["", scaling(r)]
     return "\n".join(lines) + "\n"
+
+
+def scaling(r):
+    """The paper scaling paragraph's measured figures: one node's documents/s on Ray, the single reader's
+    documents/s, how many such nodes it would feed, and the vector bytes/s per node into the driver."""
+    node_docs = r["documents"] / r["median"]["ray"]["wall_s"]
+    read_docs = r["reader"]["rows"] / r["reader"]["seconds"]
+    vector_kb = node_docs * r["dim"] * 4 / 1000
+    return (f"For scaling: one {r['threads']}-CPU node on Ray embedded {node_docs:,.0f} documents/s "
+            f"({r['median']['ray']['tokens_per_s']:,.0f} tokens/s); the job's single reader parses "
+            f"{read_docs:,.0f} documents/s (the {r['reader']['rows']:,} documents in {r['reader']['seconds']:.3f} s), "
+            f"enough for about {read_docs / node_docs:,.0f} such nodes; each node sends the driver "
+            f"{vector_kb:,.0f} KB/s of {r['dim']}-dim float32 vectors.")
 
 
 if __name__ == "__main__":
