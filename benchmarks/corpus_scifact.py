@@ -35,9 +35,12 @@ RAY_TARGET = 0.9
 
 
 def command(model, variant, parts, out, threads, extra=()):
+    """``e5onnx corpus`` as a user types it. One process gets ``--threads threads``; with ``--ray`` in ``extra``
+    no ``--threads`` is passed (there it means threads *per actor*): the local Ray gets the machine's CPUs and
+    the default actor plan runs one single-threaded actor per CPU, so both sides run as many compute threads."""
+    threads = [] if "--ray" in extra else ["--threads", str(threads)]
     return [sys.executable, "-m", "e5onnx.cli", "corpus", model, "--input", *map(str, parts), "--output", str(out),
-            "--id-field", "_id", "--title-field", "title", "--variant", variant, "--threads", str(threads),
-            "--quiet", *extra]
+            "--id-field", "_id", "--title-field", "title", "--variant", variant, *threads, "--quiet", *extra]
 
 
 def timed(cmd, stop_when=None):
@@ -147,13 +150,20 @@ def resume_cost(args, parts, work, uninterrupted_s):
             "rows": m["rows_written"], "lost_s": round(killed_s + resumed_s - uninterrupted_s, 2)}
 
 
+def _spread(runs):
+    walls = [x["wall_s"] for x in runs]
+    return f"{min(walls):.1f}" if len(walls) == 1 else f"{min(walls):.1f} to {max(walls):.1f}"
+
+
 def markdown(r):
     s, y, res = r["median"]["single"], r["median"]["ray"], r["resume"]
     cpu = r["environment"]["cpu"]
     flags = ", ".join(f for f in cpu["flags"] if "vnni" in f or "bf16" in f)
     lines = [
         (f"`benchmarks/corpus_scifact.py`, SciFact corpus ({int(r['documents']):,} documents, `title + \" \" + text`, "
-         f"`passage: `), {r['model']} ({r['variant']}), {r['threads']} threads, {cpu['model']} ({flags}), "
+         f"`passage: `), {r['model']} ({r['variant']}), {r['threads']} compute threads on each side (one process: "
+         f"one {r['threads']}-thread session; Ray: {r['threads']} single-threaded actors, the default actor plan), "
+         f"{cpu['model']} ({flags}), "
          f"{r['date'][:10]}; medians of {len(r['runs']['single'])} alternating runs each:"),
         "",
         "| run | wall s | tokens/s | of the int8 GEMM ceiling | peak RSS (process tree) |",
@@ -169,7 +179,8 @@ def markdown(r):
         "",
         (f"Kill and resume (`--shard-rows {res['shard_rows']}`): SIGKILL after {res['killed_after_s']:.1f} s with "
          f"{res['shards_done_when_killed']} shards written; `--resume` finished in {res['resume_wall_s']:.1f} s, "
-         f"{res['rows']:,} rows; time lost to the kill {res['lost_s']:.1f} s (killed + resumed - uninterrupted)."),
+         f"{res['rows']:,} rows; time lost to the kill {res['lost_s']:.1f} s (killed + resumed - uninterrupted "
+         f"median; the uninterrupted one-process runs took {_spread(r['runs']['single'])} s)."),
     ]
     if "reader" in r:
         lines += ["", scaling(r)]
