@@ -75,12 +75,15 @@ def test_schema_and_keep_columns(tmp_path, tiny_export):
     rows = [{"_id": "a", "title": "", "text": "first text", "url": "u1", "n": 3},
             {"_id": "b", "text": "second", "url": None}]
     src = write_jsonl(tmp_path / "c.jsonl", rows)
-    run(tiny_export, src, tmp_path / "out", keep=("url", "n"))
+    run(tiny_export, src, tmp_path / "out", keep=("url", "n", "text", "title", "_id"))
     table = pq.read_table(tmp_path / "out")
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)  # the tiny BERT is 32 wide
-    assert table.column_names == ["id", "embedding", "url", "n"]
+    assert table.column_names == ["id", "embedding", "url", "n", "text", "title", "_id"]
     assert table.column("url").to_pylist() == ["u1", None]
     assert table.column("n").to_pylist() == ["3", None]
+    # the fields in a role may be kept too, as they are in the input (not the "title text" that was embedded)
+    assert table.column("text").to_pylist() == ["first text", "second"]
+    assert table.column("title").to_pylist() == ["", None] and table.column("_id").to_pylist() == ["a", "b"]
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])

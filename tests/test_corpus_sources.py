@@ -409,11 +409,12 @@ def test_stdin_csv_header_is_checked_when_read(monkeypatch):
     (["a.jsonl"], {"id_field": ""}, "--id-field: empty field name"),
     (["a.jsonl"], {"keep": ["k", ""]}, "--keep: empty field name"),
     (["a.jsonl"], {"id_field": 3}, "--id-field: expected a field name (str), got int"),
-    (["a.jsonl"], {"title_field": "text"}, "--title-field 'text': it is the --text-field"),
-    (["a.jsonl"], {"id_field": "t", "title_field": "t"}, "--id-field 't': it is the --title-field"),
-    (["a.jsonl"], {"keep": ["text"]}, "--keep 'text': it is the --text-field"),
-    (["a.jsonl"], {"title_field": "t", "keep": ["t"]}, "--keep 't': it is the --title-field"),
-    (["a.jsonl"], {"id_field": "_id", "keep": ["_id"]}, "--keep '_id': it is the --id-field"),
+    (["a.jsonl"], {"title_field": "text"}, "--title-field 'text': it is already the --text-field (a field has one role: text, title or id)"),
+    (["a.jsonl"], {"id_field": "t", "title_field": "t"}, "--id-field 't': it is already the --title-field (a field has one role: text, title or id)"),
+    (["a.jsonl"], {"keep": ["id"]}, ("--keep 'id': the output already has a column 'id' (the row ids); a kept "
+                                    "column cannot replace it")),
+    (["a.jsonl"], {"keep": ["embedding"]}, ("--keep 'embedding': the output already has a column "
+                                           "'embedding' (the vectors); a kept column cannot replace it")),
     (["a.jsonl"], {"keep": ["k", "j", "k"]}, "--keep 'k': given twice"),
 ])
 def test_open_source_refusals(tmp_path, monkeypatch, args, kwargs, message):

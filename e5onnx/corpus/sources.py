@@ -62,6 +62,8 @@ from . import formats
 from .formats import FORMATS
 from .records import Record
 
+#: The output's own columns (a ``--keep`` column of the same name would replace them), name -> what it holds.
+OUTPUT_COLUMNS = {"id": "the row ids", "embedding": "the vectors"}
 #: Bytes at the start of each input file hashed by :meth:`Source.describe` (a resume compares them).
 HEAD_BYTES = 1 << 20
 _MISSING = object()
@@ -296,12 +298,19 @@ def _check_fields(fmt, text_field, title_field, id_field, keep):
             raise InvalidInputError(f"{(given or ['--keep'])[0]}: a txt input has no fields (each line is one "
                                     "text); use jsonl, csv, tsv or parquet")
     used = {}
-    for flag, name in [*named.items(), *(("--keep", k) for k in keep)]:
-        if name in used:
-            twice = used[name] == flag == "--keep"
-            raise InvalidInputError(f"{flag} {name!r}: {'given twice' if twice else f'it is the {used[name]}'}")
+    for flag, name in named.items():  # one role per field: the text, the title and the id differ
+        if name is not None and name in used:
+            raise InvalidInputError(f"{flag} {name!r}: it is already the {used[name]} (a field has one role: "
+                                    "text, title or id)")
         if name is not None:
             used[name] = flag
+    for name in keep:  # any input field may be kept, the text, title and id fields included
+        if name in OUTPUT_COLUMNS:
+            raise InvalidInputError(f"--keep {name!r}: the output already has a column {name!r} "
+                                    f"({OUTPUT_COLUMNS[name]}); a kept column cannot replace it")
+    if len(set(keep)) < len(keep):
+        twice = next(k for i, k in enumerate(keep) if k in keep[:i])
+        raise InvalidInputError(f"--keep {twice!r}: given twice")
 
 
 def _columns(fmt, path):
