@@ -6,10 +6,13 @@ a value of the wrong type or out of range, a bad ``E5ONNX_<FLAG>`` of ``serve``)
 listening (address in use, bad host). The flags are defined in :mod:`e5onnx.cli_parser`.
 """
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .cli_parser import build_parser
@@ -133,11 +136,31 @@ def _cmd_corpus(args):
         print(f"error: `e5onnx corpus` needs the corpus extra ({exc.name} is not installed): "
               "pip install 'e5onnx[corpus]'", file=sys.stderr)
         return 1
-    embed_corpus(args.folder, args.input, args.output, variant=args.variant, threads=args.threads, fmt=args.fmt,
-                 text_field=args.text_field, title_field=args.title_field, id_field=args.id_field,
-                 keep=tuple(args.keep), kind=args.kind, shard_rows=args.shard_rows, resume=args.resume,
-                 force=args.force, on_error=args.on_error, quiet=args.quiet, ray=args.ray)
+    with _sigterm_as_interrupt():  # a SIGTERM stops the job as Ctrl-C does: shards kept, Ray shut down
+        embed_corpus(args.folder, args.input, args.output, variant=args.variant, threads=args.threads,
+                     fmt=args.fmt, text_field=args.text_field, title_field=args.title_field, id_field=args.id_field,
+                     keep=tuple(args.keep), kind=args.kind, shard_rows=args.shard_rows, resume=args.resume,
+                     force=args.force, on_error=args.on_error, quiet=args.quiet, ray=args.ray)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt; :func:`main` exits 143 (128 + 15)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_bench(args):
@@ -202,9 +225,9 @@ def main(argv=None):
         raise
     except BrokenPipeError:
         return 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("interrupted" + (" (SIGTERM)" if isinstance(exc, Terminated) else ""), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

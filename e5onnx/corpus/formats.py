@@ -81,15 +81,15 @@ def column_index(columns, path, source):
             (the message lists the file's columns) or appears more than once.
     """
     if columns is None:
-        raise InvalidInputError(f"--input {display(path)!r}: the file is empty (no header row)")
+        raise InvalidInputError(f"--input {source.name_of(path)!r}: the file is empty (no header row)")
     needed = source.columns()
     missing = [f"{name!r} ({flag})" for name, flag in needed if name not in columns]
     if missing:
-        raise InvalidInputError(f"--input {display(path)!r}: no column {', '.join(missing)}; "
+        raise InvalidInputError(f"--input {source.name_of(path)!r}: no column {', '.join(missing)}; "
                                 f"its columns are {', '.join(map(repr, columns)) or 'none'}")
     for name, flag in needed:
         if columns.count(name) > 1:
-            raise InvalidInputError(f"--input {display(path)!r}: the column {name!r} ({flag}) appears "
+            raise InvalidInputError(f"--input {source.name_of(path)!r}: the column {name!r} ({flag}) appears "
                                     f"{columns.count(name)} times")
     return {name: columns.index(name) for name, _ in needed}
 
@@ -130,7 +130,7 @@ def _lines(path):
 
 
 def _read_lines(source, path, first, skip, parse):
-    count, name = 0, display(path)
+    count, name = 0, source.name_of(path)
     for n, raw in _lines(path):
         if count >= skip:
             values, error = parse(source, raw)
@@ -181,7 +181,7 @@ def json_kind(name, value):
 
 # --- CSV and TSV --------------------------------------------------------------------------------------------
 
-def _csv_rows(reader, path):
+def _csv_rows(reader, name):
     """The rows of a ``csv.reader``. Raises InvalidInputError for a ``csv.Error`` (a field over the limit)."""
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     while True:
@@ -190,7 +190,7 @@ def _csv_rows(reader, path):
         except StopIteration:
             return
         except csv.Error as exc:
-            raise InvalidInputError(f"--input {display(path)!r} line {reader.line_num}: not CSV ({exc})") from None
+            raise InvalidInputError(f"--input {name!r} line {reader.line_num}: not CSV ({exc})") from None
         yield row
 
 
@@ -198,14 +198,14 @@ def csv_header(path, delimiter=","):
     """The column names of a csv/tsv file's header row (None for an empty file). Raises InvalidInputError
     for a header the csv module cannot read; OSError when the file cannot be opened."""
     with _open(path, "r") as f:
-        return next(_csv_rows(csv.reader(f, delimiter=delimiter), path), None)
+        return next(_csv_rows(csv.reader(f, delimiter=delimiter), display(path)), None)
 
 
 def read_csv(source, path, first, skip, delimiter=","):
     """Reader of csv (``delimiter=","``) and tsv (``"\\t"``) files: see the module doc."""
-    count, name = 0, display(path)
+    count, name = 0, source.name_of(path)
     with _open(path, "r") as f:
-        rows = _csv_rows(csv.reader(f, delimiter=delimiter), path)
+        rows = _csv_rows(csv.reader(f, delimiter=delimiter), name)
         header = next(rows, None)
         index = column_index(header, path, source)
         for n, row in enumerate(rows, start=1):
@@ -240,18 +240,19 @@ def _utf8_error(name, value):
 
 # --- Parquet ------------------------------------------------------------------------------------------------
 
-def parquet_columns(path):
-    """The column names of a Parquet file's schema. Raises InvalidInputError when it is not a Parquet file."""
+def parquet_columns(path, name=None):
+    """The column names of a Parquet file's schema. Raises InvalidInputError when it is not a Parquet file (named
+    ``name``, default the path)."""
     pq = parquet_module()
     try:
         return pq.read_schema(path).names
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
-        raise InvalidInputError(f"--input {display(path)!r}: not a Parquet file ({exc})") from None
+        raise InvalidInputError(f"--input {name or display(path)!r}: not a Parquet file ({exc})") from None
 
 
 def read_parquet(source, path, first, skip):
     """Reader of Parquet files: whole row groups inside ``skip`` are not read at all. See the module doc."""
-    parquet_columns(path)  # a clear error for a file that is no (longer a) Parquet file
+    parquet_columns(path, source.name_of(path))  # a clear error for a file that is no (longer a) Parquet file
     with parquet_module().ParquetFile(path) as pf:
         schema = pf.schema_arrow
         column_index(schema.names, path, source)
@@ -268,7 +269,7 @@ def read_parquet(source, path, first, skip):
             values = {name: batch.column(name).to_pylist()[cut:] for name in columns}
             for i in range(batch.num_rows - cut):
                 item = {name: values[name][i] for name in columns}
-                yield source.make_record(first + row, f"{display(path)} row {row + 1}", item, kind=kind)
+                yield source.make_record(first + row, f"{source.name_of(path)} row {row + 1}", item, kind=kind)
                 row += 1
     return total
 

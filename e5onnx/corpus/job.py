@@ -9,6 +9,7 @@ uninterrupted run: windows start at the same records (counted from each shard's 
 embedded together, in every variant and on Ray too.
 """
 
+import os
 import shutil
 import sys
 import time
@@ -28,6 +29,7 @@ from ..runtime.arguments import whole_number
 from ..runtime.atomic import replace_folder
 from .duplicates import duplicate_ids
 from .progress import Progress
+from .records import bad_row_error
 from .shards import partial_folder, shard_ids, write_rejects, write_run
 from .sources import open_source
 from .start import settle_output
@@ -69,7 +71,7 @@ def embed_corpus(model, inputs, output, *, variant="auto", threads=None, fmt=Non
             kept for a resume).
     """
     started = time.perf_counter()
-    out = Path(output)
+    out = Path(os.path.abspath(output))  # "a/missing/../b" is "a/b": the place checked is the place written
     kind, on_error, shard_rows = _check_args(kind, on_error, shard_rows, resume, force)
     source = open_source(inputs, fmt, text_field, title_field, id_field, keep)
     if resume and source.paths == ("-",):
@@ -80,9 +82,11 @@ def embed_corpus(model, inputs, output, *, variant="auto", threads=None, fmt=Non
                         "max_length": model_info["max_length"], "window_rows": CORPUS_WINDOW_ROWS,
                         "batch_size": DEFAULT_BATCH_SIZE}}
     total = _check_input(source, on_error)  # before anything is written
-    done = settle_output(out, job, resume, force)
+    done = settle_output(out, job, resume, force, warn=lambda message: _say(f"warning: {message}"))
     if isinstance(done, dict):
-        return done  # the same job is already complete
+        if not quiet:
+            _say(f"{out} is already complete ({done.get('rows_written', 0):,} rows): nothing to do")
+        return done
     run = _run_manifest(job, done, total, ray)
     folder = partial_folder(out)
     write_run(folder, run)
@@ -93,12 +97,33 @@ def embed_corpus(model, inputs, output, *, variant="auto", threads=None, fmt=Non
             writer.add(window)
             progress.update(len(window.records), window.tokens)
         writer.finish()
-    except InvalidInputError:  # a bad row with on_error="fail": nothing is left
-        shutil.rmtree(folder, ignore_errors=True)
+    except BaseException as exc:
+        _stopped(exc, folder, run)
         raise
     finally:
         progress.close()
     return _complete(out, folder, run, started, progress, quiet)
+
+
+def _say(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def _stopped(exc, folder, run):
+    """Clean up after a job stopped by ``exc``: a bad row with ``on_error="fail"``, or a job that wrote no shard,
+    leaves nothing (there is nothing to resume); otherwise the finished shards stay for ``--resume``, and an
+    interruption or a write error says so. Raises E5OnnxError for an OSError (a full disk, a vanished input)."""
+    if isinstance(exc, InvalidInputError) or not run["shards"]:
+        shutil.rmtree(folder, ignore_errors=True)
+        kept = None
+    else:
+        kept = (f"{len(run['shards'])} shards ({sum(s['records'] for s in run['shards']):,} records) are kept in "
+                f"{str(folder)!r}: rerun with --resume to continue")
+    if isinstance(exc, KeyboardInterrupt) and kept:
+        _say(f"e5onnx corpus: interrupted; {kept}")
+    if isinstance(exc, OSError):
+        raise E5OnnxError(f"the corpus job stopped: {type(exc).__name__}: {exc}"
+                          f"{f'; {kept}' if kept else ''}") from exc
 
 
 def _check_args(kind, on_error, shard_rows, resume, force):
@@ -137,7 +162,7 @@ def _check_input(source, on_error):
     count = 0
     for record in source.records():
         if not record.ok and on_error == "fail":
-            raise InvalidInputError(f"{record.where}: {record.error} (--on-error skip leaves such rows out)")
+            raise bad_row_error(record)
         count += 1
     return count
 

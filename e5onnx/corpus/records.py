@@ -38,6 +38,14 @@ class Record:
         return self.error is None
 
 
+def bad_row_error(record):
+    """The error a bad record raises with ``on_error="fail"``: where it is, why, and how to skip such rows."""
+    from ..errors import InvalidInputError
+
+    return InvalidInputError(f"{record.where}: {record.error} (on_error='skip', --on-error skip on the command "
+                             "line, leaves such rows out)")
+
+
 @dataclass(frozen=True, eq=False)
 class Window:
     """Consecutive records and the vectors of the good ones.

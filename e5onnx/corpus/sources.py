@@ -82,6 +82,8 @@ class Source:
         title_field: the field put before the text with a space, or None.
         id_field: the field holding the row's id, or None (ids are then 1-based positions).
         keep: tuple of the field names whose values are carried to the output.
+        names: how each path is named in records and messages (None: the paths themselves); a Ray job reads
+            absolute paths on a worker but names them as given.
     """
 
     paths: tuple
@@ -90,6 +92,14 @@ class Source:
     title_field: str = None
     id_field: str = None
     keep: tuple = ()
+    names: tuple = None
+
+    def name_of(self, path):
+        """How ``path`` (one of :attr:`paths`) is named in records' ``where`` and in messages: as the user gave it
+        (:attr:`names`, when the paths were made absolute for another process), ``<stdin>`` for ``"-"``."""
+        if self.names is not None and path in self.paths:
+            return str(self.names[self.paths.index(path)])
+        return formats.display(path)
 
     def records(self, start=0):
         """The input's records, in input order, from the one at ordinal ``start``.

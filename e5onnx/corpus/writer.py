@@ -3,7 +3,7 @@ manifest once it is on disk."""
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from .records import bad_row_error
 from .shards import shard_table, write_run, write_shard
 
 
@@ -41,14 +41,15 @@ class ShardWriter:
                 self._write()
 
     def finish(self):
-        """Write the last, shorter shard (if any records are left)."""
-        if self._records:
+        """Write the last, shorter shard (if any records are left); an empty input gets one empty shard, so the
+        output still has the schema (``read_table`` of a folder without shards has no columns)."""
+        if self._records or not self.run["shards"]:
             self._write()
 
     def _take(self, window, start, stop, good):
         for record in window.records[start:stop]:
             if not record.ok and self.on_error == "fail":
-                raise InvalidInputError(f"{record.where}: {record.error} (--on-error skip leaves such rows out)")
+                raise bad_row_error(record)
         self._records += window.records[start:stop]
         self._vectors.append(window.vectors[good[start]:good[stop]])
         self._tokens.append(window.token_counts[good[start]:good[stop]])

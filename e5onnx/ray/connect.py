@@ -2,8 +2,10 @@
 failing fast on an address that is no Ray head node."""
 
 import os
+import signal
 import socket
 import threading
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from ..config import RAY_CONNECT_TIMEOUT_S, RAY_PROBE_TIMEOUT_S
@@ -52,6 +54,22 @@ def _probe(address, timeout_s):
                           f"{timeout_s:g} s): give the address `ray start --head` printed, e.g. host:6379")
 
 
+@contextmanager
+def _python_sigterm_kept():
+    """Put back a Python SIGTERM handler that ``ray.init`` replaces with its own (a C++ failure handler that logs
+    "SIGTERM received" and ends the process at once): a caller that turns SIGTERM into an exception (``e5onnx
+    corpus``) then still stops cleanly, keeping its shards and shutting Ray down. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(handler):
+            signal.signal(signal.SIGTERM, handler)
+
+
 def connect(address=None, timeout_s=RAY_CONNECT_TIMEOUT_S):
     """Make sure this process is connected to Ray; returns True when this call connected (the caller then
     shuts Ray down when done), False when Ray was already initialised (the caller's: left running).
@@ -80,7 +98,8 @@ def connect(address=None, timeout_s=RAY_CONNECT_TIMEOUT_S):
 
     def init():
         try:
-            ray.init(**kwargs)
+            with _python_sigterm_kept():
+                ray.init(**kwargs)
             outcome["ok"] = True
         except BaseException as exc:  # noqa: BLE001 - reported in the caller's thread
             outcome["error"] = exc

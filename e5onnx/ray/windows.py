@@ -144,7 +144,8 @@ def _absolute(source, model):
     if dataclasses.is_dataclass(source) and paths and all(isinstance(p, (str, os.PathLike)) for p in paths):
         fixed = tuple(p if str(p) == "-" or not os.path.exists(p) else type(p)(os.path.abspath(p)) for p in paths)
         if fixed != tuple(paths):
-            source = dataclasses.replace(source, paths=fixed)
+            names = source.names if getattr(source, "names", None) is not None else tuple(map(str, paths))
+            source = dataclasses.replace(source, paths=fixed, **({"names": names} if hasattr(source, "names") else {}))
     return source, os.fspath(model) if isinstance(model, os.PathLike) else model
 
 
