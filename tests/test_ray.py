@@ -409,3 +409,17 @@ def test_the_corpus_job_on_ray_equals_the_single_process_job(ray_local, tmp_path
     table = pq.read_table(tmp_path / "ray")
     ids = [json.loads(line)["_id"] for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert table.column("id").to_pylist() == ids
+
+
+def test_ray_rejects_name_the_input_as_given(ray_local, tmp_path, tiny_export, monkeypatch):
+    """A Ray worker reads the input by its absolute path, but the rejects (and the manifest) name it as the user
+    gave it, as one process does."""
+    from e5onnx.corpus import embed_corpus
+
+    monkeypatch.chdir(tmp_path)
+    with open("c.jsonl", "w", encoding="utf-8") as f:
+        f.write('{"_id": "a", "text": "fine"}\nnot json\n{"_id": "c", "text": "also fine"}\n')
+    runs = {side: embed_corpus(str(tiny_export), ["c.jsonl"], side, id_field="_id", on_error="skip", quiet=True,
+                               variant="fp32", ray=side == "ray") for side in ("ray", "local")}
+    assert [s["rejects"] for s in runs["ray"]["shards"]] == [s["rejects"] for s in runs["local"]["shards"]]
+    assert runs["ray"]["shards"][0]["rejects"][0]["where"] == "c.jsonl line 2"
