@@ -32,12 +32,10 @@ def parse_inputs(value, field, limit, token_ids=True):
             items, an empty or whitespace-only string, a lone surrogate, strings mixed with token ids (the
             index is named).
     """
-    forms = "a string or an array of strings" + (", or token ids: an array of integers or an array of arrays of "
-                                                 "integers" if token_ids else "")
     if isinstance(value, str):
         value = [value]
     elif not isinstance(value, list):
-        raise HTTPError(f"'{field}' must be {forms}; got a JSON {json_kind(value)}", param=field)
+        raise HTTPError(f"'{field}' must be {_forms(token_ids)}; got a JSON {json_kind(value)}", param=field)
     if not value:
         raise HTTPError(f"'{field}' is an empty array: send at least one text", param=field)
     if token_ids and _is_int(value[0]):  # one token-id array
@@ -50,9 +48,20 @@ def parse_inputs(value, field, limit, token_ids=True):
     if token_ids and isinstance(value[0], list):
         _token_arrays(value, field)
         return value, True
-    for i, text in enumerate(value):
-        _check_text(text, f"{field}[{i}]", field, forms, token_ids)
+    for i, text in enumerate(value):  # inline: this loop runs for every text of every request
+        if type(text) is not str or not text.strip():
+            _refuse_text(text, i, field, token_ids)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise HTTPError(f"{field}[{i}] holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at character "
+                            f"{exc.start}: not valid Unicode text", param=field) from None
     return value, False
+
+
+def _forms(token_ids):
+    return "a string or an array of strings" + (", or token ids: an array of integers or an array of arrays of "
+                                                "integers" if token_ids else "")
 
 
 def _limited(items, field, limit):
@@ -73,19 +82,15 @@ def _token_arrays(rows, field):
                                 f"{json_kind(t)}", param=field)
 
 
-def _check_text(text, name, field, forms, token_ids):
+def _refuse_text(text, i, field, token_ids):
+    """Raise the 400 of ``field[i]``, which is not a non-blank string."""
+    name = f"{field}[{i}]"
     if isinstance(text, (int, list)) and not isinstance(text, bool):
         if not token_ids:
             raise HTTPError(f"{name}: token ids are not accepted here; send the text", param=field)
         raise HTTPError(f"{name} is a JSON {json_kind(text)} but {field}[0] is a string: one request holds texts "
                         "or token-id arrays, not both", param=field)
     if not isinstance(text, str):
-        raise HTTPError(f"{name} must be a string, got a JSON {json_kind(text)}; '{field}' must be {forms}",
-                        param=field)
-    if not text.strip():
-        raise HTTPError(f"{name} is an empty or whitespace-only string", param=field)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise HTTPError(f"{name} holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at character "
-                        f"{exc.start}: not valid Unicode text", param=field) from None
+        raise HTTPError(f"{name} must be a string, got a JSON {json_kind(text)}; '{field}' must be "
+                        f"{_forms(token_ids)}", param=field)
+    raise HTTPError(f"{name} is an empty or whitespace-only string", param=field)

@@ -136,7 +136,7 @@ def _prompt(obj, field, token_ids):
     prompt = _choice(obj, field, PROMPTS)
     if prompt is not None and token_ids:
         raise HTTPError(f"'{field}' cannot be used with token ids, which are embedded as given: send text, or the "
-                        f"ids of the prefixed text (POST /tokenize with prompt_name)", param=field)
+                        "ids of the prefixed text (POST /tokenize with prompt_name)", param=field)
     return prompt
 
 
