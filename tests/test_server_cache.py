@@ -202,6 +202,8 @@ def test_off_by_default_and_settings(embedder):
     assert settings_from({"model": "m", "cache_entries": 5}, {"E5ONNX_CACHE_ENTRIES": "1000"}).cache_entries == 5
     with pytest.raises(InvalidInputError, match="cache_entries must be a whole number >= 0"):
         settings_from({"model": "m"}, {"E5ONNX_CACHE_ENTRIES": "-1"})
+    with pytest.raises(InvalidInputError, match=r"--cache-entries 10000000000000: 14305114.7 GiB of vectors cannot"):
+        ResultCache(10**13, 384, b"model")  # a clear error at start-up, not a MemoryError traceback
 
 
 def test_the_cache_entries_flag_reaches_the_server(monkeypatch):

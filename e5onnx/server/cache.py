@@ -31,6 +31,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..runtime.manifest import sha256_file
 
 #: :class:`~e5onnx.server.requests.EmbedRequest` fields that are not settings of the vectors: the inputs
@@ -89,12 +90,19 @@ class ResultCache:
         dim: vector width.
         model: :func:`model_identity` of the served embedder (bytes).
         metrics: a :class:`~e5onnx.server.metrics.Metrics` (hits, misses, evictions, entries), or None.
+
+    Raises:
+        InvalidInputError: ``entries x dim`` float32 cannot be allocated.
     """
 
     def __init__(self, entries, dim, model, metrics=None):
         self.capacity, self.dim, self.metrics = entries, dim, metrics
         self._model = model
-        self._vectors = np.empty((entries, dim), dtype=np.float32)  # pages are touched as entries fill
+        try:
+            self._vectors = np.empty((entries, dim), dtype=np.float32)  # pages are touched as entries fill
+        except MemoryError:
+            raise InvalidInputError(f"--cache-entries {entries}: {entries * dim * 4 / 2**30:.1f} GiB of vectors "
+                                    "cannot be allocated on this machine; give fewer entries") from None
         self._tokens = np.zeros(entries, dtype=np.int64)
         self._slots = OrderedDict()  # key -> row of _vectors, least recently used first
         self._lock = threading.Lock()
