@@ -122,6 +122,11 @@ def test_token_ids_give_the_vector_of_their_text(server, embedder):
     assert np.abs(got - embedder.embed_queries(TEXTS[:2])).max() <= 1e-6
     r = server.client.post("/v1/embeddings", json={"input": ids})
     assert r.json()["usage"]["prompt_tokens"] == sum(len(row) for row in ids)
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT, max_retries=0)
+    out = client.embeddings.create(model="m", input=ids)  # the unmodified client, token-id arrays as input
+    assert np.abs(np.array([d.embedding for d in out.data]) - want).max() <= 1e-6
+    assert out.usage.prompt_tokens == sum(len(row) for row in ids)
 
 
 def test_truncate_cuts_token_ids_as_it_cuts_the_text(server, embedder):
