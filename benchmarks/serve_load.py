@@ -51,12 +51,13 @@ RSS_GROWTH_TARGET_PCT = 10
 from e5onnx.runtime import Embedder
 from e5onnx.runtime.atomic import write_json_atomic
 
-def start_server(model, variant, threads):
+def start_server(model, variant, threads, flags=(), env=None):
     """``(process, url)`` of ``e5onnx serve`` on a port it picks itself (``--port 0``), read back from its
-    start-up line ``e5onnx serving NAME on http://HOST:PORT ...``, logged once it answers."""
-    env = {**os.environ, "E5ONNX_MAX_QUEUE": "100000"}
+    start-up line ``e5onnx serving NAME on http://HOST:PORT ...``, logged once it answers. ``flags``: more
+    ``serve`` flags; ``env``: variables set for the process (e.g. ``PYTHONPATH`` of another checkout)."""
+    env = {**os.environ, "E5ONNX_MAX_QUEUE": "100000", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "e5onnx.cli", "serve", model, "--port", "0", "--variant",
-                             variant, "--threads", str(threads)], env=env, stdout=subprocess.DEVNULL,
+                             variant, "--threads", str(threads), *flags], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # ends when the server does
         found = re.search(r"e5onnx serving .* on (http://\S+) ", line)

@@ -224,6 +224,9 @@ def _add_serve(sub):
                    help=f"seconds in-flight requests get on SIGTERM (default {C.SERVER_GRACEFUL_TIMEOUT_S})")
     p.add_argument("--body-timeout-s", type=whole(1),
                    help=f"seconds a request body may take to arrive (default {C.SERVER_BODY_TIMEOUT_S}; 408 beyond)")
+    p.add_argument("--cache-entries", type=whole(0), metavar="N",
+                   help="keep the last N vectors computed and answer a repeated text from them (LRU; up to N x dim "
+                        f"x 4 bytes; default {C.SERVER_CACHE_ENTRIES}: no cache)")
     return p
 
 

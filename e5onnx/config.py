@@ -150,6 +150,13 @@ SERVER_BODY_TIMEOUT_S = 30
 SERVER_INLINE_TOKENIZE_CHARS = 4096
 #: How often a queued request checks whether its client is still connected, seconds.
 SERVER_DISCONNECT_POLL_S = 0.25
+#: Most vectors the result cache keeps (``--cache-entries``); 0: no cache. Off by default: a cache only pays
+#: when texts repeat, and it holds up to N x dim x 4 bytes of vectors (:mod:`e5onnx.server.cache`).
+SERVER_CACHE_ENTRIES = 0
+#: ``POST /tokenize`` refuses a text over ``max_length`` x this many characters, as text-embeddings-inference
+#: does (its ``MAX_CHAR_MULTIPLIER``), and a request over ``max_length`` x ``--max-client-batch-size`` tokens in
+#: all: the response stays a few MB (about 60 bytes of JSON per token).
+SERVER_TOKENIZE_CHARS_PER_TOKEN = 250
 #: The query the start-up check and ``/health`` embed (one short text: ``/health`` must answer in milliseconds).
 SERVER_CHECK_TEXT = "health check"
 #: Exit status of ``e5onnx serve`` when it cannot listen (address in use, unknown host).

@@ -146,3 +146,14 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny512_export(tmp_path_factory):
+    """A 2-layer, hidden-32 random BERT with 512 positions (lengths 1-512 as e5-small) and the tiny tokenizer,
+    fp32 + int8: the server tests' model."""
+    src = tmp_path_factory.mktemp("tiny512-bert")
+    vocab_size = build_tiny_tokenizer(src)
+    build_bert(src, seed=1, vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=512)
+    return _export(tmp_path_factory, src, "tiny512", quantize="int8", max_length=512)

@@ -446,6 +446,7 @@ def test_usage_errors_exit_2(capsys, argv):
     (["serve", "DIR", "--max-batch-tokens", "0"], "argument --max-batch-tokens: must be a whole number >= 1"),
     (["serve", "DIR", "--graceful-timeout-s", "0"], "argument --graceful-timeout-s: must be a whole number >= 1"),
     (["serve", "DIR", "--threads", "0"], "argument --threads: must be a whole number from 1 to "),
+    (["serve", "DIR", "--cache-entries", "-1"], "argument --cache-entries: must be a whole number >= 0, got -1"),
     (["embed", "DIR", "x", "--threads", "0"], "argument --threads: must be a whole number from 1 to "),
     (["embed", "DIR", "x", "--threads", str((os.cpu_count() or 1) + 1)], "argument --threads: must be a whole number"),
     (["embed", "DIR", "x", "--batch-size", "-3"], "argument --batch-size: must be a whole number >= 1, got -3"),

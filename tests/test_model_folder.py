@@ -698,9 +698,13 @@ def test_embed_token_ids_equals_embed_and_checks_rows(tiny_export):
     assert np.allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), e.embed(texts), atol=1e-6)
     assert e.embed_token_ids([]).shape == (0, e.dim)
     vocab = e.vocab_size
-    for bad, match in [([[]], r"rows\[0\] must be a non-empty list"), ([rows[0], [2] * 129], r"rows\[1\] has 129 tokens"),
-                       ([[2, vocab]], rf"rows\[0\] holds a token id that is not an int from 0 to {vocab - 1}"),
-                       ([[2, -1]], r"rows\[0\] holds"), ([[2, 1.0]], r"rows\[0\] holds"), ("abc", "list of token-id lists")]:
+    for bad, match in [([[]], r"rows\[0\]: must be a non-empty list of token ids, got an empty one"),
+                       ([rows[0], [2] * 129], r"rows\[1\]: 129 tokens, over max_length 128"),
+                       ([[2, vocab]], rf"rows\[0\]: token id {vocab} at position 1 is not in the vocabulary \(0 to {vocab - 1}\)"),
+                       ([[2, -1]], r"rows\[0\]: token id -1 at position 1"),
+                       ([[2, 1.0]], r"rows\[0\]: token id 1.0 at position 1 is not an integer"),
+                       ([[2], None], r"rows\[1\]: must be a non-empty list of token ids, got NoneType"),
+                       ("abc", "list of token-id lists")]:
         with pytest.raises(InvalidInputError, match=match):
             e.embed_token_ids(bad)
     with pytest.raises(InvalidInputError, match="normalize must be True or False"):

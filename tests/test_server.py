@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -31,69 +30,13 @@ pytest.importorskip("starlette", reason="the server extra is not installed (pip 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
-from e5onnx.errors import E5OnnxError, InvalidInputError  # noqa: E402
+from e5onnx.errors import InvalidInputError  # noqa: E402
 from e5onnx.runtime import Embedder  # noqa: E402
 from e5onnx.server.app import create_app  # noqa: E402
-from e5onnx.server.main import Server, uvicorn_config
 from e5onnx.server.settings import ServerSettings, settings_from  # noqa: E402
 
-from conftest import TINY_WORDS, build_bert, build_tiny_tokenizer  # noqa: E402
-
-TIMEOUT = 60  # seconds: no request of these tests may take longer
-
-
-@pytest.fixture(scope="module")
-def tiny512_export(tmp_path_factory):
-    """A 2-layer, hidden-32 random BERT with 512 positions (lengths 1-512 as e5-small), fp32 + int8."""
-    from e5onnx.export import export_model
-
-    src = tmp_path_factory.mktemp("tiny512-bert")
-    vocab_size = build_tiny_tokenizer(src)
-    build_bert(src, seed=1, vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-               intermediate_size=64, max_position_embeddings=512)
-    out = tmp_path_factory.mktemp("tiny512") / "m"
-    export_model(str(src), out, quantize="int8", max_length=512)
-    return out
-
-
-class Running:
-    """A uvicorn server for ``app`` (:class:`e5onnx.server.main.Server`) on a loopback port it picks itself (port 0),
-    in a thread; ``stop()`` ends it."""
-
-    def __init__(self, app, settings, embedder):
-        self.embedder, self.state = embedder, app.state.e5onnx
-        self.server = Server(uvicorn_config(app, settings, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        assert self.server.ready.wait(TIMEOUT) and self.server.started, "server did not start"
-        self.port = self.server.port
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client = httpx.Client(base_url=self.url, timeout=TIMEOUT)
-
-    def stop(self):
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive()
-
-    def count(self, status, route="/v1/embeddings"):
-        """Requests answered with ``status`` on ``route``, from the metrics registry."""
-        value = self.state.metrics.registry.get_sample_value("e5onnx_requests_total",
-                                                             {"route": route, "status": str(status)})
-        return value or 0
-
-
-def _serve(embedder, **settings):
-    settings = ServerSettings(model="tiny", host="127.0.0.1", port=0, **settings)
-    return Running(create_app(embedder, settings, "tiny-model"), settings, embedder)
-
-
-def _until(condition, what):
-    """Wait until ``condition()`` holds (checked every 10 ms), at most TIMEOUT seconds."""
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
+from conftest import TINY_WORDS  # noqa: E402
+from serving import TIMEOUT, Fake, serve, until  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +46,7 @@ def embedder(tiny512_export):
 
 @pytest.fixture(scope="module")
 def server(embedder):
-    running = _serve(embedder, max_client_batch_size=16, max_body_bytes=64 * 1024)
+    running = serve(embedder, max_client_batch_size=16, max_body_bytes=64 * 1024)
     yield running
     running.stop()
 
@@ -186,7 +129,36 @@ BAD = [
     ("input missing", "/v1/embeddings", b'{"model": "m"}', 400, "input", r"'input' is required"),
     ("input a number", "/v1/embeddings", b'{"input": 5}', 400, "input", r"string or an array of strings"),
     ("item not a string", "/v1/embeddings", b'{"input": ["a", null]}', 400, "input", r"input\[1\] must be a string"),
-    ("token arrays", "/v1/embeddings", b'{"input": [[1, 2]]}', 400, "input", r"input\[0\]: token-id arrays"),
+    ("token ids mixed with text", "/v1/embeddings", b'{"input": ["a", [5, 6]]}', 400, "input",
+     r"^input\[1\] is a JSON array but input\[0\] is a string: one request holds texts or token-id arrays, not both$"),
+    ("text mixed with token ids", "/embed", b'{"inputs": [[5, 6], "a"]}', 400, "inputs",
+     r"^inputs\[1\] must be an array of token ids like inputs\[0\], got a JSON string"),
+    ("token id not an integer", "/v1/embeddings", b'{"input": [[5, 6.0]]}', 400, "input",
+     r"^input\[0\]: token id at position 1 must be an integer, got a JSON number$"),
+    ("token id a boolean", "/v1/embeddings", b'{"input": [5, true]}', 400, "input",
+     r"^'input' is an array of token ids but item 1 is a JSON boolean"),
+    ("token id outside the vocabulary", "/v1/embeddings", b'{"input": [[5], [5, 99999]]}', 400, "input",
+     r"^input\[1\]: token id 99999 at position 1 is not in the vocabulary \(0 to \d+\)$"),
+    ("negative token id", "/embed", b'{"inputs": [5, -1]}', 400, "inputs",
+     r"^inputs\[0\]: token id -1 at position 1 is not in the vocabulary"),
+    ("empty token-id array", "/v1/embeddings", b'{"input": [[5], []]}', 400, "input",
+     r"^input\[1\]: must be a non-empty list of token ids, got an empty one$"),
+    ("over-long token ids", "/v1/embeddings", json.dumps({"input": [[5] * 10, [5] * 513]}).encode(), 400, "input",
+     r"^input\[1\]: 513 tokens, over max_length 512, and truncation is off; send truncate: true to cut it$"),
+    ("token ids with a prompt", "/embed", b'{"inputs": [5, 6], "prompt_name": "query"}', 400, "prompt_name",
+     r"'prompt_name' cannot be used with token ids"),
+    ("token ids with input_type", "/v1/embeddings", b'{"input": [[5, 6]], "input_type": "passage"}', 400,
+     "input_type", r"'input_type' cannot be used with token ids"),
+    ("token ids on /tokenize", "/tokenize", b'{"inputs": [[5, 6]]}', 400, "inputs",
+     r"^inputs\[0\]: token ids are not accepted here; send the text$"),
+    ("/tokenize without inputs", "/tokenize", b'{"input": "x"}', 400, "input", r"unknown field 'input'"),
+    ("/tokenize empty string", "/tokenize", b'{"inputs": ["a", ""]}', 400, "inputs", r"inputs\[1\] is an empty"),
+    ("/tokenize bad offset_units", "/tokenize", b'{"inputs": "x", "offset_units": "words"}', 400, "offset_units",
+     r"must be one of bytes, chars"),
+    ("/tokenize add_special_tokens not bool", "/tokenize", b'{"inputs": "x", "add_special_tokens": 1}', 400,
+     "add_special_tokens", r"true or false"),
+    ("/tokenize too many inputs", "/tokenize", json.dumps({"inputs": ["a"] * 17}).encode(), 400, "inputs",
+     r"17 texts, over the limit of 16"),
     ("model not a string", "/v1/embeddings", b'{"input": "x", "model": 3}', 400, "model", r"'model' must be a string"),
     ("bad encoding_format", "/v1/embeddings", b'{"input": "x", "encoding_format": "int8"}', 400, "encoding_format",
      r"one of float, base64"),
@@ -297,7 +269,7 @@ def test_health_info_models(server, embedder):
 
 
 def test_metrics_count_requests_and_batches(embedder):
-    running = _serve(embedder)
+    running = serve(embedder)
     try:
         for _ in range(3):
             running.client.post("/v1/embeddings", json={"input": ["paris", "city"]})
@@ -320,7 +292,7 @@ def test_metrics_count_requests_and_batches(embedder):
 
 def test_api_key(embedder, monkeypatch):
     monkeypatch.setenv("TEST_E5_KEY", "s3cret-key")
-    running = _serve(embedder, api_key_env="TEST_E5_KEY")
+    running = serve(embedder, api_key_env="TEST_E5_KEY")
     try:
         c = running.client
         assert c.post("/v1/embeddings", json={"input": "x"}).status_code == 401
@@ -341,7 +313,7 @@ def test_api_key(embedder, monkeypatch):
 def test_cors_is_off_unless_asked(server, embedder):
     headers = {"Origin": "https://example.com"}
     assert "access-control-allow-origin" not in server.client.get("/health", headers=headers).headers
-    running = _serve(embedder, cors_origins="https://example.com")
+    running = serve(embedder, cors_origins="https://example.com")
     try:
         r = running.client.get("/health", headers=headers)
         assert r.headers["access-control-allow-origin"] == "https://example.com"
@@ -351,43 +323,14 @@ def test_cors_is_off_unless_asked(server, embedder):
 
 # -- queue limit, failure isolation, faults --------------------------------------------------------------------
 
-class _Fake:
-    """An embedder whose inference calls (on the batcher's thread only) are recorded (``calls``: the texts of each
-    queued request in the call), wait while ``gate`` is shut (``entered`` is set when one does), and fail when a
-    text holds the token id ``bad``."""
-
-    def __init__(self, inner, bad=None):
-        self.inner, self.bad, self.calls = inner, bad, []
-        self.gate, self.entered = threading.Event(), threading.Event()
-        self.gate.set()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def shut(self):
-        self.calls.clear()
-        self.entered.clear()
-        self.gate.clear()
-
-    def run(self, prepared, **kw):
-        parts = prepared if isinstance(prepared, list) else [prepared]
-        if threading.current_thread().name.startswith("e5onnx-inference"):
-            self.calls.append([len(p) for p in parts])
-            self.entered.set()
-            assert self.gate.wait(TIMEOUT)
-        if self.bad is not None and any(self.bad in row for p in parts for row in p.input_ids):
-            raise E5OnnxError("synthetic failure")
-        return self.inner.run(prepared, **kw)
-
-
 def test_full_queue_answers_429_at_once(embedder):
-    fake = _Fake(embedder)
-    running = _serve(fake, max_queue=2)
+    fake = Fake(embedder)
+    running = serve(fake, max_queue=2)
     try:
         fake.shut()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             held = [pool.submit(running.client.post, "/v1/embeddings", json={"input": "paris"}) for _ in range(2)]
-            _until(lambda: running.state.pending == 2, "2 requests are admitted")
+            until(lambda: running.state.pending == 2, "2 requests are admitted")
             for body in ({"input": "paris"}, {"input": ["paris", "city"]}):
                 r = running.client.post("/v1/embeddings", json=body)  # answered while inference is still shut
                 assert r.status_code == 429 and r.headers["retry-after"] == "1"
@@ -402,8 +345,8 @@ def test_full_queue_answers_429_at_once(embedder):
 
 
 def test_health_answers_at_once_while_the_queue_is_busy(embedder):
-    fake = _Fake(embedder)
-    running = _serve(fake)
+    fake = Fake(embedder)
+    running = serve(fake)
     try:
         fake.shut()  # inference calls of the batcher now wait; /health embeds on a thread of its own
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -419,8 +362,8 @@ def test_health_answers_at_once_while_the_queue_is_busy(embedder):
 
 
 def test_a_client_that_goes_away_is_dropped_from_the_queue(embedder):
-    fake = _Fake(embedder)
-    running = _serve(fake)
+    fake = Fake(embedder)
+    running = serve(fake)
     try:
         fake.shut()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -428,8 +371,8 @@ def test_a_client_that_goes_away_is_dropped_from_the_queue(embedder):
             assert fake.entered.wait(TIMEOUT)  # the first request is in the inference call, waiting on the gate
             body = json.dumps({"input": ["city"] * 5}).encode()
             with _raw(running, _post_head(len(body)), body):  # a second request, queued, whose client goes away
-                _until(lambda: running.state.pending == 2, "the second request is queued")
-            _until(lambda: running.count(499) == 1, "the server notices the client is gone")
+                until(lambda: running.state.pending == 2, "the second request is queued")
+            until(lambda: running.count(499) == 1, "the server notices the client is gone")
             fake.gate.set()
             assert held.result(TIMEOUT).status_code == 200
         _good(running)
@@ -441,11 +384,11 @@ def test_a_client_that_goes_away_is_dropped_from_the_queue(embedder):
 
 def test_a_client_that_goes_away_mid_body_is_499_not_an_error(embedder, caplog):
     caplog.set_level(logging.INFO)
-    running = _serve(embedder)
+    running = serve(embedder)
     try:
         with _raw(running, _post_head(1000), b'{"input": "par'):
             pass  # closed with 986 bytes of the body unsent
-        _until(lambda: running.count(499) == 1, "the disconnect is counted")
+        until(lambda: running.count(499) == 1, "the disconnect is counted")
         assert running.count(500) == 0
         _good(running)
     finally:
@@ -455,7 +398,7 @@ def test_a_client_that_goes_away_mid_body_is_499_not_an_error(embedder, caplog):
 
 
 def test_a_body_that_never_completes_gets_408(embedder):
-    running = _serve(embedder, body_timeout_s=1)
+    running = serve(embedder, body_timeout_s=1)
     try:
         with _raw(running, _post_head(100), b'{"input": ') as sock:
             answer = b"".join(iter(lambda: sock.recv(65536), b""))  # until the server closes the connection
@@ -469,8 +412,8 @@ def test_a_body_that_never_completes_gets_408(embedder):
 
 
 def test_a_failing_request_affects_only_itself(embedder):
-    fake = _Fake(embedder, bad=embedder.tokenize(["robots"])[0][1])
-    running = _serve(fake)
+    fake = Fake(embedder, bad=embedder.tokenize(["robots"])[0][1])
+    running = serve(fake)
     bodies = [{"input": ["paris", "robots"]}] + [{"input": ["paris", f"city {i}"]} for i in range(7)]
     try:
         fake.shut()
@@ -478,7 +421,7 @@ def test_a_failing_request_affects_only_itself(embedder):
             first = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["hello", "world"]})
             assert fake.entered.wait(TIMEOUT)
             results = [pool.submit(running.client.post, "/v1/embeddings", json=b) for b in bodies]
-            _until(lambda: running.state.pending == 9, "8 requests are queued behind the first")
+            until(lambda: running.state.pending == 9, "8 requests are queued behind the first")
             fake.gate.set()
             results = [f.result(TIMEOUT) for f in [first] + results]
     finally:
@@ -492,15 +435,15 @@ def test_a_failing_request_affects_only_itself(embedder):
 
 
 def test_a_dead_batching_task_answers_503_at_once(embedder, caplog):
-    fake = _Fake(embedder)
-    running = _serve(fake)
+    fake = Fake(embedder)
+    running = serve(fake)
     try:
         fake.shut()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             first = pool.submit(running.client.post, "/v1/embeddings", json={"input": ["paris", "city"]})
             assert fake.entered.wait(TIMEOUT)
             queued = pool.submit(running.client.post, "/v1/embeddings", json={"input": "paris"})
-            _until(lambda: running.state.pending == 2, "a second request is queued")
+            until(lambda: running.state.pending == 2, "a second request is queued")
 
             def broken():
                 raise RuntimeError("synthetic batcher bug")
@@ -528,8 +471,8 @@ def test_32_concurrent_clients_get_their_own_vectors(tiny512_export, variant, to
     calls (any two fit in the default 16384 tokens). int8 is batch-invariant (per-token activation scales), so
     the same tolerance holds."""
     e = Embedder.load(tiny512_export, variant=variant, threads=1)
-    fake = _Fake(e)
-    running = _serve(fake)
+    fake = Fake(e)
+    running = serve(fake)
     rng = random.Random(7)
     bodies = [[_words(rng, rng.randint(1, 510)) for _ in range(rng.randint(1, 16))] for _ in range(48)]
     try:
@@ -539,7 +482,7 @@ def test_32_concurrent_clients_get_their_own_vectors(tiny512_export, variant, to
         fake.shut()
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             futures = [pool.submit(client, body) for body in bodies]
-            _until(lambda: running.state.pending == 32, "32 requests are admitted")
+            until(lambda: running.state.pending == 32, "32 requests are admitted")
             fake.gate.set()
             results = [f.result(TIMEOUT) for f in futures]
     finally:
@@ -656,7 +599,7 @@ def test_sigterm_under_load_loses_no_accepted_request(tiny512_export):
     try:
         with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
             futures = [pool.submit(client, b) for b in bodies]
-            _until(lambda: _queue_depth(server.url) == len(bodies), "every request is admitted")
+            until(lambda: _queue_depth(server.url) == len(bodies), "every request is admitted")
             server.proc.send_signal(signal.SIGTERM)
             server.wait_for("shutting down: requests still running in 30 s get 503")
             server.open_inference()
@@ -711,7 +654,7 @@ def test_real_minilm_export_answers_the_openai_client(minilm_export):
     """Issue 4's "done when": ``e5onnx serve`` on the real MiniLM export answers the unmodified openai client."""
     openai = pytest.importorskip("openai")
     e = Embedder.load(minilm_export, variant="auto", threads=1)
-    running = _serve(e)
+    running = serve(e)
     try:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", timeout=TIMEOUT, max_retries=0)
         texts = ["how much protein should a female eat", "As a general guideline, the CDC's average requirement "

@@ -22,6 +22,7 @@ except ModuleNotFoundError as exc:
     assert exc.name in ("starlette", "uvicorn", "prometheus_client"), exc
 e = Embedder.load(sys.argv[1], variant=sys.argv[2], threads=1)
 v = e.embed(["query: hello", "passage: world", ""])
+e.tokens(["query: hello"]), e.embed_token_ids(e.tokenize(["hello"]))  # the token-level paths too
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum"))
 print(json.dumps({"shape": list(v.shape), "heavy": heavy, "variant": e.variant,
                   "hub": "huggingface_hub" in sys.modules, "openvino": "openvino" in sys.modules}))

@@ -21,13 +21,16 @@ from .prepared import KINDS, Prepared, parts_of
 from .session import OnnxEncoder
 from .texts import add_prefix, as_list, as_text_list, text_problem
 from .tokenizer import TextTokenizer
+from .tokens import TokenLevel
 
 
-class Embedder:
+class Embedder(TokenLevel):
     """Embed texts with an exported ONNX model: tokenise → run the graph → masked mean pool → L2 normalise.
 
     Build one with :meth:`load` (model folder or Hub repo, checked against its manifest) or directly from
-    files. One ONNX Runtime session per Embedder, reused by every call; calls are thread-safe.
+    files. One ONNX Runtime session per Embedder, reused by every call; calls are thread-safe. Token-level
+    methods (:meth:`tokens`, :meth:`prepare_ids`, :meth:`embed_token_ids`) come from
+    :class:`~e5onnx.runtime.tokens.TokenLevel`.
 
     Attributes:
         dim: embedding width (384 for e5-small); :meth:`embed` returns ``(n, dim)`` float32.
@@ -298,37 +301,6 @@ class Embedder:
         Returns and raises as :meth:`embed`.
         """
         return self._embed(texts, "passage", batch_size, truncate)
-
-    def embed_token_ids(self, rows, batch_size=DEFAULT_BATCH_SIZE, normalize=True):
-        """Embed ids tokenised elsewhere (special tokens included, e.g. by the same ``tokenizer.json``): every id
-        is checked against the vocabulary first. For texts, :meth:`prepare` + :meth:`run` skip that check.
-
-        Args:
-            rows: list of token-id lists, each 1 to :attr:`max_length` ids, each id in the vocabulary.
-            batch_size: texts per forward pass, a positive int.
-            normalize: L2-normalise (default); False gives the masked mean-pooled ``last_hidden_state``.
-
-        Returns:
-            ``(len(rows), dim)`` float32 vectors (unit length when ``normalize``), in input order.
-
-        Raises:
-            InvalidInputError: a row that is not a non-empty list of ints in the vocabulary or is longer
-                than :attr:`max_length` (the message names its index), or a bad ``batch_size``.
-        """
-        vocab = self._tokenizer.vocab_size
-        if isinstance(rows, (str, bytes)) or not isinstance(rows, (list, tuple)):
-            raise InvalidInputError(f"rows must be a list of token-id lists, got {type(rows).__name__}")
-        for i, row in enumerate(rows):
-            if not isinstance(row, (list, tuple)) or not row:
-                raise InvalidInputError(f"rows[{i}] must be a non-empty list of token ids", index=i)
-            if len(row) > self.max_length:
-                raise InvalidInputError(f"rows[{i}] has {len(row)} tokens, over max_length {self.max_length}",
-                                        index=i)
-            if not all(type(t) is int and 0 <= t < vocab for t in row):
-                raise InvalidInputError(f"rows[{i}] holds a token id that is not an int from 0 to {vocab - 1}",
-                                        index=i)
-        return self.run(Prepared([list(r) for r in rows], owner=self._tokenizer), flag("normalize", normalize),
-                        batch_size)
 
     def _embed_rows(self, rows, batch_size, first_index, normalize=True, token_budget=None):
         """Vectors of valid token-id rows, packed into forward passes by :func:`plan_passes`.

@@ -56,6 +56,8 @@ class TextTokenizer:
         self.pad_token_id = pad_token_id
         #: Number of token ids (added tokens included): ids run from 0 to ``vocab_size - 1``.
         self.vocab_size = vocab
+        #: Ids of the special tokens (``[CLS]``, ``[SEP]``, ``[PAD]``, ...): the added tokens marked special.
+        self.special_ids = frozenset(i for i, t in self._full.get_added_tokens_decoder().items() if t.special)
         # Texts longer than this many characters are cut at a space before tokenising (see _encode_long).
         self.char_budget = CHARS_PER_TOKEN_BUDGET * self.max_length
 
@@ -84,6 +86,15 @@ class TextTokenizer:
                 if isinstance(text, _Head) and len(ids[i]) < self.max_length:  # the head was too short
                     ids[i] = self._truncating.encode(text.full, add_special_tokens=True).ids
         return ids
+
+    def encodings(self, texts, add_special_tokens=True):
+        """The ``tokenizers.Encoding`` of each text (ids, tokens, character offsets, special-tokens mask), neither
+        truncated nor padded.
+
+        Args:
+            texts: list of validated ``str``.
+        """
+        return self._full.encode_batch(texts, add_special_tokens=add_special_tokens) if texts else []
 
     def _head(self, text):
         """A prefix of a very long ``text`` whose tokens are a prefix of the full text's tokens.

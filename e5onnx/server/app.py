@@ -1,7 +1,7 @@
 """The HTTP application (Starlette, run by uvicorn): OpenAI- and text-embeddings-inference-compatible routes.
 
-Routes: ``POST /v1/embeddings`` (OpenAI), ``POST /embed`` (TEI), ``GET /v1/models``, ``GET /health``,
-``GET /info``, ``GET /metrics`` (Prometheus); handlers in :mod:`.handlers`. Every error is an OpenAI-style body
+Routes: ``POST /v1/embeddings`` (OpenAI), ``POST /embed`` and ``POST /tokenize`` (TEI), ``GET /v1/models``,
+``GET /health``, ``GET /info``, ``GET /metrics`` (Prometheus); handlers in :mod:`.handlers`. Every error is an OpenAI-style body
 ``{"error": {"message", "type", "param", "code"}}`` (:mod:`.errors`), with a 4xx status for bad input; a bad
 request never disturbs the next one. With an API key, every route but ``/health`` needs
 ``Authorization: Bearer KEY`` (compared in constant time). Run it with :class:`e5onnx.server.main.Server`, which
@@ -30,6 +30,7 @@ log = logging.getLogger("e5onnx.server")
 ROUTES = (
     ("/v1/embeddings", handlers.openai_embeddings, "POST", False),
     ("/embed", handlers.tei_embed, "POST", False),
+    ("/tokenize", handlers.tokenize, "POST", False),
     ("/v1/models", handlers.models, "GET", False),
     ("/health", handlers.health, "GET", True),
     ("/info", handlers.info, "GET", False),

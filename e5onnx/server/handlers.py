@@ -10,9 +10,10 @@ from .. import __version__
 from ..errors import E5OnnxError
 from .body import read_body
 from .errors import HTTPError
-from .pipeline import check_embedding, embed
-from .requests import parse_json, parse_openai, parse_tei
+from .pipeline import admitted, check_embedding, embed
+from .requests import parse_json, parse_openai, parse_tei, parse_tokenize
 from .state import model_source
+from .tokens import tokenize as tokens_of
 
 #: The settings ``GET /info`` reports under ``limits``.
 INFO_LIMITS = ("max_batch_tokens", "max_client_batch_size", "max_queue", "max_body_bytes", "body_timeout_s")
@@ -43,6 +44,14 @@ async def tei_embed(request):
     return JSONResponse(vectors.tolist())
 
 
+async def tokenize(request):
+    """``POST /tokenize``: text-embeddings-inference's response, a list of tokens per text (:mod:`.tokens`)."""
+    state = request.app.state.e5onnx
+    req = parse_tokenize(await _body(state, request), state.settings.max_client_batch_size)
+    with admitted(state):
+        return JSONResponse(await tokens_of(state, req))
+
+
 async def models(request):
     """``GET /v1/models``: the served model, OpenAI's shape."""
     model_id = request.app.state.e5onnx.model_id
@@ -71,8 +80,16 @@ async def info(request):
         "embedding_dim": embedder.dim, "max_input_length": embedder.max_length, "threads": embedder.threads,
         "prefixes": {"query": embedder.query_prefix, "passage": embedder.passage_prefix},
         "limits": {k: getattr(settings, k) for k in INFO_LIMITS},
+        "cache": _cache_info(state),
         "api_key_required": state.api_key is not None, "version": __version__,
     })
+
+
+def _cache_info(state):
+    """``/info``'s ``cache``: most entries (0: off), entries held, and the bound of their vectors in bytes."""
+    cache, entries = state.cache, state.settings.cache_entries
+    return {"max_entries": entries, "entries": len(cache) if cache is not None else 0,
+            "max_vector_bytes": entries * state.embedder.dim * 4}
 
 
 async def metrics(request):

@@ -9,6 +9,9 @@ Names follow Prometheus conventions (base units: seconds; ``_total`` counters):
 - ``e5onnx_inference_seconds``: one inference call (several requests merged).
 - ``e5onnx_batch_size``: texts per inference call; ``e5onnx_batch_tokens``: real tokens per inference call.
 - ``e5onnx_queue_depth``: requests admitted and not yet answered.
+- ``e5onnx_cache_hits_total`` / ``e5onnx_cache_misses_total``: inputs answered from the result cache / embedded
+  (``--cache-entries``; both stay 0 when it is off); ``e5onnx_cache_evictions_total``: entries dropped for room;
+  ``e5onnx_cache_entries``: entries held.
 """
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -38,6 +41,12 @@ class Metrics:
         self.batch_tokens = Histogram("e5onnx_batch_tokens", "Real tokens per inference call", buckets=token_buckets,
                                       registry=r)
         self.queue_depth = Gauge("e5onnx_queue_depth", "Requests admitted and not yet answered", registry=r)
+        self.cache_hits = Counter("e5onnx_cache_hits", "Inputs answered from the result cache", registry=r)
+        self.cache_misses = Counter("e5onnx_cache_misses", "Inputs looked up in the result cache and embedded",
+                                    registry=r)
+        self.cache_evictions = Counter("e5onnx_cache_evictions", "Result cache entries dropped for room",
+                                       registry=r)
+        self.cache_entries = Gauge("e5onnx_cache_entries", "Result cache entries held", registry=r)
 
     def render(self):
         """``(body bytes, content type)`` in the Prometheus text exposition format."""

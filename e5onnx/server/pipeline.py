@@ -1,7 +1,12 @@
-"""One validated request through the runtime: admit it (``--max-queue``), :meth:`~e5onnx.runtime.Embedder.prepare`
-its texts, refuse the unusable ones by index, queue it on the batcher, and drop it if its client goes away."""
+"""One validated request through the runtime: admit it (``--max-queue``), look it up in the result cache (when
+``--cache-entries`` is set), :meth:`~e5onnx.runtime.Embedder.prepare` its texts (or
+:meth:`~e5onnx.runtime.Embedder.prepare_ids` its token ids), refuse the unusable ones by index, queue it on the
+batcher, and drop it if its client goes away."""
 
 import asyncio
+import contextlib
+import dataclasses
+import functools
 import logging
 import time
 
@@ -20,8 +25,31 @@ from .errors import HTTPError
 log = logging.getLogger("e5onnx.server")
 
 
+@contextlib.contextmanager
+def admitted(state):
+    """Count a request as admitted (``--max-queue``) while the block runs.
+
+    Raises:
+        HTTPError: 429 (``Retry-After``) when ``--max-queue`` requests are already admitted.
+    """
+    settings, metrics = state.settings, state.metrics
+    if state.pending >= settings.max_queue:
+        raise HTTPError(f"the server is at its limit of {settings.max_queue} queued requests; retry shortly", 429,
+                        headers={"Retry-After": str(SERVER_RETRY_AFTER_S)})
+    state.pending += 1
+    metrics.queue_depth.set(state.pending)
+    try:
+        yield
+    finally:
+        state.pending -= 1
+        metrics.queue_depth.set(state.pending)
+
+
 async def embed(state, req, field, request):
     """Vectors and token count of a validated request (:class:`~e5onnx.server.requests.EmbedRequest`).
+
+    With the result cache on, only the inputs not in it are embedded (each distinct one once); the others are
+    copied from it (see :mod:`e5onnx.server.cache`).
 
     Args:
         field: the request field holding the texts (``"input"``, ``"inputs"``), for error messages.
@@ -32,48 +60,61 @@ async def embed(state, req, field, request):
 
     Raises:
         HTTPError: 429 when ``--max-queue`` requests are already admitted; 400 for a text over the max length with
-            truncation off, or one with no token (``field[i]`` named); 499 when the client goes away while the
-            request is queued; 503 when the batcher is dead.
+            truncation off, one with no token, a token-id array that is empty, holds an id outside the
+            vocabulary or is over the max length with truncation off (``field[i]`` named); 499 when the client
+            goes away while the request is queued; 503 when the batcher is dead.
         E5OnnxError: inference failed for this request.
     """
-    settings, metrics = state.settings, state.metrics
-    if state.pending >= settings.max_queue:
-        raise HTTPError(f"the server is at its limit of {settings.max_queue} queued requests; retry shortly", 429,
-                        headers={"Retry-After": str(SERVER_RETRY_AFTER_S)})
-    state.pending += 1
-    metrics.queue_depth.set(state.pending)
-    try:
-        prepared = await _prepare(state, req)
-        _refuse(prepared, req, field)
-        future = state.batcher.submit(prepared, req.normalize)
-        return await _unless_disconnected(request, future), prepared.tokens
-    finally:
-        state.pending -= 1
-        metrics.queue_depth.set(state.pending)
+    with admitted(state):
+        if state.cache is None:
+            vectors, prepared = await _embed(state, req, field, request)
+            return vectors, prepared.tokens
+        found, vectors, counts = state.cache.lookup(req), None, None
+        if found.misses:
+            missing = dataclasses.replace(req, texts=[req.texts[i] for i in found.misses])
+            vectors, prepared = await _embed(state, missing, field, request, found.misses)
+            counts = prepared.token_counts
+        state.cache.store(found, vectors, counts)
+        return found.vectors, int(found.tokens.sum())
+
+
+async def _embed(state, req, field, request, where=None):
+    """``(vectors, prepared)`` of ``req`` through the batcher; ``where[i]`` is the request's index of input ``i``
+    (for errors), None: the same."""
+    prepared = await _prepare(state, req)
+    _refuse(prepared, req, field, where)
+    future = state.batcher.submit(prepared, req.normalize)
+    return await _unless_disconnected(request, future), prepared
 
 
 async def _prepare(state, req):
     """The request's :class:`~e5onnx.runtime.prepared.Prepared`: on the event loop when small (a thread hop would
     cost more than the work), else in a worker thread so the loop keeps accepting connections."""
     started = time.perf_counter()
-    if sum(len(t) for t in req.texts) <= SERVER_INLINE_TOKENIZE_CHARS:
-        prepared = state.embedder.prepare(req.texts, req.prompt, req.truncate)
+    embedder = state.embedder
+    if req.token_ids:  # size: ids, about as costly to check as characters to tokenise
+        work = functools.partial(embedder.prepare_ids, req.texts, req.truncate)
     else:
-        prepared = await run_in_threadpool(state.embedder.prepare, req.texts, req.prompt, req.truncate)
+        work = functools.partial(embedder.prepare, req.texts, req.prompt, req.truncate)
+    size = sum(len(item) for item in req.texts)
+    prepared = work() if size <= SERVER_INLINE_TOKENIZE_CHARS else await run_in_threadpool(work)
     state.metrics.tokenize_seconds.observe(time.perf_counter() - started)
     return prepared
 
 
-def _refuse(prepared, req, field):
-    """400 for the first text the runtime refused (over the max length with truncation off), else for the first
-    with only ``[CLS] [SEP]`` (invisible characters such as U+200B, U+FEFF and controls give no token)."""
+def _refuse(prepared, req, field, where=None):
+    """400 for the first input the runtime refused (a text over the max length with truncation off; a bad
+    token-id array), else for the first text with only ``[CLS] [SEP]`` (invisible characters such as U+200B,
+    U+FEFF and controls give no token; token ids are taken as given)."""
+    index = (lambda i: i) if where is None else where.__getitem__
     if prepared.errors:
-        error = prepared.errors[0].named(field)
-        hint = "" if req.truncate else "; send truncate: true to cut it"
-        raise HTTPError(f"{error}{hint}", param=field)
-    empty = np.flatnonzero(prepared.token_counts <= 2)
-    if empty.size:
-        raise HTTPError(f"{field}[{empty[0]}] has no tokens (only invisible or control characters)", param=field)
+        error = prepared.errors[0]
+        hint = "" if req.truncate or "truncation is off" not in error.reason else "; send truncate: true to cut it"
+        raise HTTPError(f"{field}[{index(error.index)}]: {error.reason}{hint}", param=field)
+    empty = [] if req.token_ids else np.flatnonzero(prepared.token_counts <= 2)
+    if len(empty):
+        raise HTTPError(f"{field}[{index(int(empty[0]))}] has no tokens (only invisible or control characters)",
+                        param=field)
 
 
 async def _unless_disconnected(request, future):

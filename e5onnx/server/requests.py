@@ -10,17 +10,25 @@ Every refusal is an :class:`~e5onnx.server.errors.HTTPError` (400) naming the fi
 its index. Decisions (documented in README "Serving"): an empty or whitespace-only string is refused (OpenAI and TEI
 refuse it too; the Python API embeds it as ``[CLS] [SEP]``); unknown fields are refused (a typo such as
 ``encoding-format`` must not be ignored silently), and so is a field given twice in one object (JSON leaves it
-undefined; Python's parser keeps the last); token-id arrays are refused (send text).
+undefined; Python's parser keeps the last). Both embedding routes also take token-id arrays (:mod:`.inputs`),
+embedded as given: no prefix is added to them, so ``input_type`` / ``prompt_name`` is refused with them.
+
+- text-embeddings-inference ``POST /tokenize``: ``inputs`` (string or array of strings), ``add_special_tokens``
+  (default true), ``prompt_name``; extension ``offset_units`` (``bytes``, TEI's, default | ``chars``).
 """
 
 import json
 from dataclasses import dataclass
 
 from .errors import HTTPError
+from .inputs import json_kind as _kind
+from .inputs import parse_inputs
 
 OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "input_type", "truncate")
 TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
+TOKENIZE_FIELDS = ("inputs", "add_special_tokens", "prompt_name", "offset_units")
 PROMPTS = ("query", "passage")
+OFFSET_UNITS = ("bytes", "chars")
 
 
 @dataclass
@@ -28,12 +36,13 @@ class EmbedRequest:
     """A validated embedding request.
 
     Attributes:
-        texts: the texts as given (prefix not yet added), at least one.
+        texts: the texts as given (prefix not yet added), at least one; token-id arrays when :attr:`token_ids`.
         prompt: ``"query"``, ``"passage"`` or None (texts used as given).
         truncate: cut texts over the model's max length (else they are refused).
         normalize: L2-normalise the vectors (OpenAI route: always).
         encoding_format: ``"float"`` or ``"base64"`` (little-endian float32, OpenAI's format).
         model: the ``model`` field as sent (OpenAI route), or None.
+        token_ids: :attr:`texts` holds token-id arrays (lists of int, special tokens included), not strings.
     """
 
     texts: list
@@ -42,6 +51,25 @@ class EmbedRequest:
     normalize: bool = True
     encoding_format: str = "float"
     model: str = None
+    token_ids: bool = False
+
+
+@dataclass
+class TokenizeRequest:
+    """A validated ``POST /tokenize`` request.
+
+    Attributes:
+        texts: the texts as given, at least one.
+        prompt: ``"query"``, ``"passage"`` (its prefix is added once, and tokenised with the text) or None.
+        add_special_tokens: include ``[CLS]`` and ``[SEP]``.
+        offset_units: ``"bytes"`` (UTF-8 byte offsets, as text-embeddings-inference) or ``"chars"`` (Unicode
+            code points, Python string indices, Hugging Face's ``offset_mapping``).
+    """
+
+    texts: list
+    prompt: str = None
+    add_special_tokens: bool = True
+    offset_units: str = "bytes"
 
 
 def parse_json(body):
@@ -87,11 +115,6 @@ def _shown(key):
     return (key if len(key) <= 64 else key[:64] + "...").encode("ascii", "backslashreplace").decode("ascii")
 
 
-def _kind(value):
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
-            type(None): "null"}.get(type(value), type(value).__name__)
-
-
 def _unknown(obj, allowed):
     for key in obj:
         if key not in allowed:
@@ -99,37 +122,22 @@ def _unknown(obj, allowed):
             raise HTTPError(f"unknown field '{shown}'; accepted fields: {', '.join(allowed)}", param=shown)
 
 
-def _texts(value, field, limit):
-    if isinstance(value, str):
-        value = [value]
-    elif not isinstance(value, list):
-        raise HTTPError(f"'{field}' must be a string or an array of strings, got a JSON {_kind(value)}", param=field)
-    if not value:
-        raise HTTPError(f"'{field}' is an empty array: send at least one text", param=field)
-    if len(value) > limit:
-        raise HTTPError(f"'{field}' has {len(value)} texts, over the limit of {limit} per request "
-                        "(--max-client-batch-size)", param=field)
-    for i, text in enumerate(value):
-        if isinstance(text, (int, list)) and not isinstance(text, bool):
-            raise HTTPError(f"{field}[{i}]: token-id arrays are not supported; send the text", param=field)
-        if not isinstance(text, str):
-            raise HTTPError(f"{field}[{i}] must be a string, got a JSON {_kind(text)}", param=field)
-        if not text.strip():
-            raise HTTPError(f"{field}[{i}] is an empty or whitespace-only string", param=field)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise HTTPError(f"{field}[{i}] holds a lone surrogate (\\u{ord(text[exc.start]):04x}) at character "
-                            f"{exc.start}: not valid Unicode text", param=field) from None
-    return value
-
-
-def _body_texts(obj, allowed, field, max_texts):
-    """The texts of ``obj[field]`` after refusing unknown fields and a missing ``field``."""
+def _body_texts(obj, allowed, field, max_texts, token_ids=True):
+    """``(texts, is_ids)`` of ``obj[field]`` (:func:`~e5onnx.server.inputs.parse_inputs`) after refusing unknown
+    fields and a missing ``field``."""
     _unknown(obj, allowed)
     if field not in obj:
         raise HTTPError(f"'{field}' is required", param=field)
-    return _texts(obj[field], field, max_texts)
+    return parse_inputs(obj[field], field, max_texts, token_ids)
+
+
+def _prompt(obj, field, token_ids):
+    """The ``input_type`` / ``prompt_name`` of an embedding request; refused with token ids (embedded as given)."""
+    prompt = _choice(obj, field, PROMPTS)
+    if prompt is not None and token_ids:
+        raise HTTPError(f"'{field}' cannot be used with token ids, which are embedded as given: send text, or the "
+                        "ids of the prefixed text (POST /tokenize with prompt_name)", param=field)
+    return prompt
 
 
 def _choice(obj, field, allowed, default=None):
@@ -168,15 +176,15 @@ def parse_openai(obj, dim, max_texts):
     Raises:
         HTTPError: 400: a missing ``input``, an unknown field, a wrong type or value (the field is named).
     """
-    texts = _body_texts(obj, OPENAI_FIELDS, "input", max_texts)
+    texts, token_ids = _body_texts(obj, OPENAI_FIELDS, "input", max_texts)
     for field in ("model", "user"):
         if obj.get(field) is not None and not isinstance(obj[field], str):
             raise HTTPError(f"'{field}' must be a string, got a JSON {_kind(obj[field])}", param=field)
     _dimensions(obj, dim)
-    return EmbedRequest(texts=texts, prompt=_choice(obj, "input_type", PROMPTS),
+    return EmbedRequest(texts=texts, prompt=_prompt(obj, "input_type", token_ids),
                         truncate=_bool(obj, "truncate", False),
                         encoding_format=_choice(obj, "encoding_format", ("float", "base64"), "float"),
-                        model=obj.get("model"))
+                        model=obj.get("model"), token_ids=token_ids)
 
 
 def parse_tei(obj, dim, max_texts):
@@ -185,10 +193,24 @@ def parse_tei(obj, dim, max_texts):
     Raises:
         HTTPError: 400: a missing ``inputs``, an unknown field, a wrong type or value (the field is named).
     """
-    texts = _body_texts(obj, TEI_FIELDS, "inputs", max_texts)
+    texts, token_ids = _body_texts(obj, TEI_FIELDS, "inputs", max_texts)
     if _choice(obj, "truncation_direction", ("right", "left"), "right") == "left":
         raise HTTPError("'truncation_direction' left is not supported: e5 keeps the start of a text",
                         param="truncation_direction")
     _dimensions(obj, dim)
-    return EmbedRequest(texts=texts, prompt=_choice(obj, "prompt_name", PROMPTS), truncate=_bool(obj, "truncate", False),
-                        normalize=_bool(obj, "normalize", True))
+    return EmbedRequest(texts=texts, prompt=_prompt(obj, "prompt_name", token_ids),
+                        truncate=_bool(obj, "truncate", False), normalize=_bool(obj, "normalize", True),
+                        token_ids=token_ids)
+
+
+def parse_tokenize(obj, max_texts):
+    """A :class:`TokenizeRequest` from a text-embeddings-inference ``/tokenize`` body (see the module docstring).
+
+    Raises:
+        HTTPError: 400: a missing ``inputs``, token ids, an unknown field, a wrong type or value (the field is
+            named).
+    """
+    texts, _ = _body_texts(obj, TOKENIZE_FIELDS, "inputs", max_texts, token_ids=False)
+    return TokenizeRequest(texts=texts, prompt=_choice(obj, "prompt_name", PROMPTS),
+                           add_special_tokens=_bool(obj, "add_special_tokens", True),
+                           offset_units=_choice(obj, "offset_units", OFFSET_UNITS, "bytes"))

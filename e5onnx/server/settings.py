@@ -27,6 +27,7 @@ class ServerSettings:
         cors_origins: comma-separated origins allowed by CORS ("" : CORS off).
         graceful_timeout_s: seconds in-flight requests get after SIGTERM/SIGINT (then 503).
         body_timeout_s: seconds a request body may take to arrive in full (then 408).
+        cache_entries: most vectors the result cache keeps (0: no cache; :mod:`e5onnx.server.cache`).
     """
 
     model: str
@@ -43,9 +44,11 @@ class ServerSettings:
     cors_origins: str = ""
     graceful_timeout_s: int = C.SERVER_GRACEFUL_TIMEOUT_S
     body_timeout_s: int = C.SERVER_BODY_TIMEOUT_S
+    cache_entries: int = C.SERVER_CACHE_ENTRIES
 
     def __post_init__(self):
         whole_number("port", self.port, 0, 65535)
+        whole_number("cache_entries", self.cache_entries, 0)
         for name in ("max_batch_tokens", "max_client_batch_size", "max_queue", "max_body_bytes", "graceful_timeout_s",
                      "body_timeout_s"):
             whole_number(name, getattr(self, name), 1)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from .batcher import Batcher
+from .cache import ResultCache, model_identity
 from .errors import HTTPError
 from .metrics import Metrics
 
@@ -28,6 +29,7 @@ class AppState:
     Attributes:
         embedder, settings, model_id: what is served, how, and under which name.
         metrics: the :class:`~e5onnx.server.metrics.Metrics`; batcher: the :class:`~e5onnx.server.batcher.Batcher`.
+        cache: the :class:`~e5onnx.server.cache.ResultCache` of ``--cache-entries``, or None (off).
         api_key: the bearer key every route but ``/health`` needs, or None.
         pending: requests admitted and not yet answered (``--max-queue`` bounds it).
         cut_short: requests answered 503 because ``--graceful-timeout-s`` passed while they ran.
@@ -40,6 +42,8 @@ class AppState:
         self.embedder, self.settings, self.model_id = embedder, settings, model_id
         self.metrics = Metrics(settings.max_batch_tokens)
         self.batcher = Batcher(embedder, settings.max_batch_tokens, self.metrics)
+        self.cache = (ResultCache(settings.cache_entries, embedder.dim, model_identity(embedder), self.metrics)
+                      if settings.cache_entries else None)
         self.api_key = settings.api_key()
         self.pending = 0
         self.cut_short = 0
