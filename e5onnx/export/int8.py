@@ -67,6 +67,7 @@ from ..config import (
     SMOOTHQUANT_ALPHA_GRID,
 )
 from ..errors import ExportError
+from ..runtime.session import ORT_INT_TYPES, make_feed
 
 #: Producers whose output is a GELU (≥ -0.17), quantised unsigned after :data:`~e5onnx.config.GELU_SHIFT`.
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
@@ -132,13 +133,12 @@ def activation_ranges(model_path, batches, sample_rows=INT8_SAMPLE_ROWS, seed=0)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    inputs = {i.name for i in session.get_inputs()}
+    # the graph's own inputs (XLM-RoBERTa's have no token_type_ids), fed as the runtime feeds them
+    inputs = {i.name: ORT_INT_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
     rng = np.random.default_rng(seed)
     ranges, rows = {}, {name: [] for name in names}
     for input_ids, attention_mask in batches:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask,
-                "token_type_ids": np.zeros_like(input_ids)}
-        outputs = session.run(names, {k: v for k, v in feed.items() if k in inputs})
+        outputs = session.run(names, make_feed(inputs, input_ids, attention_mask))
         real = attention_mask.astype(bool)
         for name, x in zip(names, outputs):
             x = x[real] if x.ndim == 3 else x.reshape(-1, x.shape[-1])
