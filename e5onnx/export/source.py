@@ -8,8 +8,9 @@ from ..errors import ExportError, ModelFolderError
 from ..runtime.folder import is_local, local_folder, looks_like_path
 from ..runtime.manifest import describe_files
 
-#: Files of a Hub repo the export needs: config, tokenizer and the PyTorch weights.
-SOURCE_PATTERNS = ["*.json", "*.txt", "*.safetensors", "pytorch_model.bin"]
+#: Files of a Hub repo the export needs: config, tokenizer (SentencePiece ``*.model`` too, to convert a repo without
+#: ``tokenizer.json``), sentence-transformers' module configs and the PyTorch weights.
+SOURCE_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin"]
 #: Weight files whose sha256 is recorded as the source's fingerprint.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

@@ -36,6 +36,9 @@ SERVABLE_MODULES = ("Transformer", "Pooling", "Normalize")
 _LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
                    "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
                    "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+#: Files a Hugging Face tokenizer is loaded or converted from (one is needed; ``tokenizer.json`` is the fast one).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model",
+                   "spiece.model", "tokenizer.model")
 #: ``model_max_length`` at or above this is transformers' "no limit" placeholder (int(1e30)), not a real limit.
 _NO_LIMIT = 10**9
 
@@ -126,6 +129,8 @@ def _check_pooling(folder):
 def _check_tokenizer(folder, config):
     from transformers import AutoTokenizer
 
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise _refuse(f"{str(folder)!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
     except Exception as exc:  # OSError (no files), ValueError (cannot convert), ImportError (sentencepiece)
