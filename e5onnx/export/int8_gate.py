@@ -151,12 +151,13 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
                for i in range(0, len(rows), INT8_CALIBRATION_BATCH)]
     kind = cpu_kind()
     source_path = fp32_path if source_path is None else source_path
-    ranges, samples = int8.activation_ranges(source_path, batches)
+    graph = int8.load(source_path)  # parsed once for the measurements below
+    ranges, samples = int8.activation_ranges(graph, batches)
     want = reference.embed(valid).astype(np.float64)
     attempts, forms = [], weight_forms(kind)
     for n_form, form in enumerate(forms):
-        alphas = int8.choose_alphas(source_path, ranges, samples, form["weight_max"])
-        errors = int8.sensitivity(source_path, ranges, samples, alpha=alphas, weight_max=form["weight_max"])
+        alphas = int8.choose_alphas(graph, ranges, samples, form["weight_max"])
+        errors = int8.sensitivity(graph, ranges, samples, alpha=alphas, weight_max=form["weight_max"])
         limit = int(len(errors) * INT8_MAX_KEPT_FRACTION) if n_form == len(forms) - 1 else 0  # sweep the last form
         keep = []
         while True:
