@@ -70,7 +70,8 @@ def family(request, tmp_path_factory):
     if name not in MULTILINGUAL and not (MINILM / "tokenizer.json").is_file():
         pytest.skip(f"{MINILM} is absent: the BERT models use its uncased WordPiece tokenizer (e5's vocabulary)")
     if name == "e5-small-v2":
-        src, out, config = request.getfixturevalue("e5_shaped_dir"), request.getfixturevalue("e5_export"), E5_SMALL_CONFIG
+        src, out = request.getfixturevalue("e5_shaped_dir"), request.getfixturevalue("e5_export")
+        config = CONFIGS[name]  # E5_SMALL_CONFIG's fields are the same (test below)
     else:
         root = tmp_path_factory.mktemp(name)
         tokenizer = request.getfixturevalue("xlmr_tokenizer_dir") if name in MULTILINGUAL else MINILM
@@ -173,6 +174,10 @@ def test_embed_queries_and_the_cli_give_the_recipes_vectors(family, capsys):
     row = json.loads(capsys.readouterr().out)["embedding"]
     assert len(row) == family.config["hidden_size"]
     assert np.abs(np.asarray(row) - family.want_queries[1]).max() <= TOL.fp32_max_abs
+    assert main(["info", str(family.out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["model_type"], info["embedding_dim"], info["pad_token_id"]) == (
+        family.config["model_type"], family.config["hidden_size"], family.manifest.pad_token_id)
     auto = Embedder.load(family.out)  # the fastest variant that passed on this CPU
     assert _cosines(auto.embed_queries(QUERIES), family.want_queries).min() >= TOL.int8_min_cosine
 
