@@ -98,6 +98,12 @@ def test_a_slow_only_tokenizer_is_refused(tmp_path, tokenizer_dir):
                             "transformers cannot convert it")
 
 
+def test_a_slow_tokenizer_transformers_can_convert_is_accepted(tmp_path, tokenizer_dir):
+    src = _folder(tmp_path / "src", tokenizer_dir)
+    (src / "tokenizer.json").unlink()  # vocab.txt + tokenizer_config.json: converted to BertTokenizerFast
+    assert check_supported(src, BERT)["tokenizer"]["class"] == "BertTokenizerFast"
+
+
 def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path, tokenizer_dir):
     src = _folder(tmp_path / "src", tokenizer_dir, {**BERT, "vocab_size": 50})
     _refused(tmp_path, src, r"its tokenizer has \d+ token ids but the model's vocab_size is 50")
