@@ -118,6 +118,8 @@ def _check_pooling(folder):
         return "default (no sentence-transformers modules)"
     where = Path(paths[0]) / "config.json"
     pooling = _read_json(folder / where)
+    if not isinstance(pooling, dict):
+        raise _refuse(f"{where.as_posix()} is not a JSON object")
     modes = _pooling_modes(pooling)
     if modes != ("mean",):
         raise _refuse(f"{where.as_posix()} pools with {' + '.join(modes)}, not masked mean pooling")
