@@ -18,6 +18,7 @@ benchmarks/readme_tables.py). Needs the export extra, OpenVINO, and ../shared fo
 import argparse
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def one(name, layers, work):
     from e5onnx.runtime import Embedder
 
     src, out = Path(work) / "src", Path(work) / "out"
+    load = os.getloadavg()[0]  # the machine may be shared: times are wall times
     started = time.perf_counter()
     tokenizer = shared_dir() / "models" / "all-MiniLM-L6-v2"
     if name in MULTILINGUAL:
@@ -80,7 +82,7 @@ def one(name, layers, work):
         "model": name, "config": config, "exact": layers is None or layers == CONFIGS[name]["num_hidden_layers"],
         "max_length": manifest.max_length, "pad_token_id": manifest.pad_token_id, "embedding_dim": manifest.embedding_dim,
         "graph_inputs": sorted(fp32.encoder.inputs), "build_s": round(built - started, 1),
-        "export_s": round(done - built, 1), "phases_s": timing,
+        "export_s": round(done - built, 1), "phases_s": timing, "load_average_at_start": round(load, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "parity": {v: {k: e.parity[k] for k in ("max_abs_diff", "min_cosine", "mean_cosine", "token_ids_equal")}
                    for v, e in manifest.variants.items()},
@@ -98,19 +100,22 @@ def one(name, layers, work):
 def markdown(results):
     """The results as the README's table (also written to results.md)."""
     env = results["environment"]
+    loads = [r["load_average_at_start"] for r in results["models"] if "load_average_at_start" in r]
+    busy = f"; 1-minute load average {min(loads):.0f}–{max(loads):.0f} at the exports' starts" if loads else ""
     lines = [f"Random weights (seed 0), published configs; one `benchmarks/family.py` run ({env['cpu']['model']}, "
              f"{env['threads']} threads, onnxruntime {env['versions'].get('onnxruntime')}, OpenVINO "
-             f"{(env['versions'].get('openvino') or '—').split('-')[0]}, {env['date'][:10]}). fp32 / optimized: "
+             f"{(env['versions'].get('openvino') or '—').split('-')[0]}, {env['date'][:10]}{busy}). fp32 / optimized: "
              "max |Δ| to the PyTorch recipe on the 19-text parity battery (gate 1e-5); int8 gate: mean / min cosine "
-             "to fp32 on 120 held-out texts (gate 0.999 / 0.995); bf16: min cosine on the battery (gate 0.999):",
+             "to fp32 on 120 held-out texts (gate 0.999 / 0.995); bf16: min cosine on the battery (gate 0.999). "
+             "Export: wall seconds with every variant (of which the INT8 build and gate), peak RSS of the process:",
              "", "| model | layers × width, vocab | max tokens, pad id, graph inputs | fp32 max \\|Δ\\| | optimized "
-             "max \\|Δ\\| | int8 gate mean / min cos | bf16 min cos | export s (int8 build) | peak RSS GB | "
+             "max \\|Δ\\| | int8 gate mean / min cos | bf16 min cos | export s (int8) | peak RSS GB | "
              "model.onnx / int8 MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         c, p, g = r["config"], r["parity"], r["int8_gate"]
         layers = f"{c['num_hidden_layers']}" + ("" if r["exact"] else
                                                  f" (of {CONFIGS[r['model']]['num_hidden_layers']})")
-        inputs = ", ".join(i.replace("_ids", "").replace("attention_", "") for i in r["graph_inputs"])
+        inputs = "ids, mask, token types" if "token_type_ids" in r["graph_inputs"] else "ids, mask"
         lines.append(
             f"| {r['model']} ({c['model_type']}) | {layers} × {c['hidden_size']}, {c['vocab_size']:,} | "
             f"{r['max_length']}, {r['pad_token_id']}, {inputs} | {p['fp32']['max_abs_diff']:.1e} | "
