@@ -97,6 +97,11 @@ INT8_WEIGHT_FLOOR = 1e-12
 INT8_CALIBRATION_FILE = "calibration.jsonl"
 #: Calibration texts per forward pass when measuring activation ranges.
 INT8_CALIBRATION_BATCH = 16
+#: Most bytes of GEMM inputs one calibration pass returns (it returns every layer's at once, held twice: by
+#: onnxruntime and by NumPy); a batch over it runs in parts. e5-small's largest pass (16 x 512 tokens x 12 layers
+#: x 2,688 floats) is 1.06 GB and runs whole as before; e5-large-v2's (24 layers x 7,168) would be 5.6 GB: its
+#: export, with every variant, was killed at 21 GB of RSS on a 24 GB machine (benchmarks/family.py).
+INT8_CALIBRATION_BYTES = 1536 * 1024 * 1024
 #: The gate's batch invariance: this many texts, each alone and in one padded batch of
 #: :data:`INT8_INVARIANCE_BATCH` mixed-length texts.
 INT8_INVARIANCE_TEXTS = 6

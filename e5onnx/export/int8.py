@@ -59,6 +59,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..config import (
     GELU_SHIFT,
+    INT8_CALIBRATION_BYTES,
     INT8_SAMPLE_ROWS,
     INT8_SCALE_FLOOR,
     INT8_WEIGHT_FLOOR,
@@ -116,7 +117,8 @@ def activation_ranges(model_path, batches, sample_rows=INT8_SAMPLE_ROWS, seed=0)
 
     Args:
         model_path: the fp32 ``.onnx`` file (plain or fused), or it loaded (:func:`load`; left as it was).
-        batches: iterable of ``(input_ids, attention_mask)`` int64 ``(batch, seq)`` arrays.
+        batches: iterable of ``(input_ids, attention_mask)`` int64 ``(batch, seq)`` arrays; a batch whose GEMM
+            inputs are over :data:`~e5onnx.config.INT8_CALIBRATION_BYTES` is run in parts (ranges unchanged).
         sample_rows: token rows of each input kept (uniformly at random, seeded) for :func:`sensitivity`.
 
     Returns:
@@ -134,28 +136,36 @@ def activation_ranges(model_path, batches, sample_rows=INT8_SAMPLE_ROWS, seed=0)
         where = "the graph" if isinstance(model_path, onnx.ModelProto) else repr(str(model_path))
         raise ExportError(f"{where} has no weight MatMul (a MatMul or Attention with a constant weight) "
                           "to quantise: INT8 needs a BERT-like encoder")
-    known, outputs = {o.name for o in model.graph.output}, len(model.graph.output)
+    width = {n.input[0]: int(w.dims[0]) for n, w in weight_gemms(model)}
+    known, declared = {o.name for o in model.graph.output}, len(model.graph.output)
     for name in names:
         if name not in known:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
     serialized = model.SerializeToString()
-    del model.graph.output[outputs:]  # the caller's model as it was
+    del model.graph.output[declared:]  # the caller's model as it was
     session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
     del serialized
     # the graph's own inputs (XLM-RoBERTa's have no token_type_ids), fed as the runtime feeds them
     inputs = {i.name: ORT_INT_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
+    bytes_per_token = 4 * sum(width[name] for name in names)  # every GEMM input of the graph, float32
     rng = np.random.default_rng(seed)
     ranges, rows = {}, {name: [] for name in names}
     for input_ids, attention_mask in batches:
-        outputs = session.run(names, make_feed(inputs, input_ids, attention_mask))
-        real = attention_mask.astype(bool)
-        for name, x in zip(names, outputs):
-            x = x[real] if x.ndim == 3 else x.reshape(-1, x.shape[-1])
-            top = np.abs(x).max(axis=0)
-            ranges[name] = top if name not in ranges else np.maximum(ranges[name], top)
-            rows[name].append(x[rng.choice(len(x), min(len(x), sample_rows), replace=False)])
+        # a pass returns every GEMM input at once: at most INT8_CALIBRATION_BYTES of them (e5-large-v2's 24 layers
+        # would be 5.6 GB for 16 texts of 512 tokens, held twice: onnxruntime's and NumPy's copies)
+        step = max(1, INT8_CALIBRATION_BYTES // (bytes_per_token * input_ids.shape[1]))
+        for start in range(0, len(input_ids), step):
+            mask = attention_mask[start:start + step]
+            outputs = session.run(names, make_feed(inputs, input_ids[start:start + step], mask))
+            real = mask.astype(bool)
+            for name, x in zip(names, outputs):
+                x = x[real] if x.ndim == 3 else x.reshape(-1, x.shape[-1])
+                top = np.abs(x).max(axis=0)
+                ranges[name] = top if name not in ranges else np.maximum(ranges[name], top)
+                rows[name].append(x[rng.choice(len(x), min(len(x), sample_rows), replace=False)])
+            del outputs, x  # before the next pass allocates its own
     if not ranges:
         raise ExportError("no calibration batches: cannot measure activation ranges for INT8")
     samples = {}
