@@ -305,10 +305,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
             settings = graph.optimize(fp32, tmp / VARIANT_FILES["optimized"], optimize,
                                       config["num_attention_heads"], config["hidden_size"])
             variants["optimized"] = {"file": VARIANT_FILES["optimized"], "optimization": settings}
-        from .reference import TorchReference
-
-        reference = TorchReference(source_dir, max_length)
-        pad_token_id = reference.pad_token_id
+        pad_token_id = config["tokenizer"]["pad_token_id"]  # the HF fast tokenizer's (check_supported)
         if quantize:
             variants["int8"] = {"file": VARIANT_FILES["int8"],
                                 "quantization": _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id,
@@ -320,7 +317,10 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
             variants["bf16"] = {"file": VARIANT_FILES["bf16"], "backend": backend, "precision": precision}
 
         log.info("parity check against the PyTorch reference")
-        ref = ReferenceBattery(reference)
+        from .reference import TorchReference
+
+        # the PyTorch model only now, and only while the battery runs: e5-large-v2's is 1.3 GB
+        ref = ReferenceBattery(TorchReference(source_dir, max_length))
         report, dim = {}, None
         for name, entry in variants.items():
             embedder = Embedder(tmp / entry["file"], tmp / TOKENIZER_FILE, max_length=max_length,
@@ -330,6 +330,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
                 entry.update(precision_effective=embedder.encoder.precision, cpu_kind=cpu_kind(),
                              openvino=package_versions(["openvino"])["openvino"])
             report[name] = entry["parity"] = run_parity(embedder, ref, name, tolerances)
+            del embedder  # one session at a time
         for line in format_report(report):
             log.info("%s", line)
 
