@@ -12,7 +12,8 @@ and comes from one results file:
   tokens/s at batch 32 and single-query p50 per contender against fastembed and against the roofline, cold
   start, peak RSS, and the issue's targets (:func:`e5onnx.bench.report.targets`);
 - ``server``: ``results/server-e5-small-shaped-int8/results.json`` (``serve_load.py``);
-- ``corpus``: ``results/corpus-scifact/results.json`` (``corpus_scifact.py``: one process vs Ray, resume).
+- ``corpus``: ``results/corpus-scifact/results.json`` (``corpus_scifact.py``: one process vs Ray, resume);
+- ``family``: ``results/family/results.json`` (``family.py``: the e5 family at its published configs).
 
 Published scores (MTEB, ``../shared/README.md``): all-MiniLM-L6-v2 STSBenchmark 82.03, SciFact 64.51.
 """
@@ -132,10 +133,19 @@ def corpus(r):
     return markdown(r).rstrip("\n").split("\n")
 
 
+def family(r):
+    """Markdown of ``family.py``'s run: the same text it writes to its results.md."""
+    sys.path.insert(0, str(HERE))
+    from family import markdown
+
+    return markdown(r).rstrip("\n").split("\n")
+
+
 SOURCES = {"quality": (RESULTS / "all-MiniLM-L6-v2" / "results.json", quality),
            "speed": (RESULTS / "e5-small-shaped" / "results.json", speed),
            "server": (RESULTS / "server-e5-small-shaped-int8" / "results.json", server),
-           "corpus": (RESULTS / "corpus-scifact" / "results.json", corpus)}
+           "corpus": (RESULTS / "corpus-scifact" / "results.json", corpus),
+           "family": (RESULTS / "family" / "results.json", family)}
 
 
 def render(text):

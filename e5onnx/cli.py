@@ -51,8 +51,8 @@ def _cmd_verify(args):
 
 
 def _summary(manifest):
-    """What ``e5onnx info`` prints: the recipe, which variant ``auto`` picks here and why not the others, each
-    variant's file, size (bytes), parity figures and (int8) gate and weight form."""
+    """What ``e5onnx info`` prints: the model type, the recipe, which variant ``auto`` picks here and why not the
+    others, each variant's file, size (bytes), parity figures and (int8) gate and weight form."""
     reasons = dict(manifest.usable_variants())
     variants = {}
     for name, v in manifest.variants.items():
@@ -69,7 +69,8 @@ def _summary(manifest):
     src = manifest.source
     return {
         "source": {"id": src.id, "revision": src.revision, "path": src.path},
-        "embedding_dim": manifest.embedding_dim, "max_length": manifest.max_length,
+        "model_type": (manifest.record.get("architecture") or {}).get("model_type"),
+        "embedding_dim": manifest.embedding_dim, "max_length": manifest.max_length, "pad_token_id": manifest.pad_token_id,
         "pooling": manifest.record.get("pooling"), "normalization": manifest.record.get("normalization"),
         "prefixes": manifest.prefixes, "opset": manifest.record.get("opset"),
         "auto_variant": manifest.choose_variant("auto"), "variants": variants,

@@ -96,8 +96,8 @@ def _add_export(sub):
                    help=f"ONNX opset, {C.OPSET_MIN} to {C.OPSET_MAX} (default {C.DEFAULT_OPSET})")
     p.add_argument("--revision", help="Hub branch, tag or commit")
     p.add_argument("--max-length", type=whole(2),
-                   help=f"tokens per text (default: the model's sentence-transformers max_seq_length, else "
-                        f"{C.MAX_LENGTH})")
+                   help="tokens per text (default: the smallest of the model's sentence-transformers "
+                        "max_seq_length, its tokenizer's model_max_length and its position table)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--threads", type=_THREADS, help="ONNX Runtime threads for the parity check")
     _add_tolerances(p)

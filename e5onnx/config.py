@@ -1,8 +1,9 @@
 """Configuration in one place: model facts, file names, numeric constants and default tolerances.
 
 Sources:
-- e5-small facts (hidden size 384, 512 positions, "query: "/"passage: " prefixes, masked mean pooling
-  then L2 normalisation) are from the ``intfloat/e5-small`` model card and its ``config.json``.
+- e5 facts ("query: "/"passage: " prefixes, masked mean pooling then L2 normalisation) are from the
+  ``intfloat/e5-small`` model card; a model's shape (width, layers, vocabulary, positions) is read from its own
+  ``config.json`` and tokenizer at export (:mod:`e5onnx.export.support`), never from here.
 - The pooling and normalisation epsilons follow the usual PyTorch recipe: sentence-transformers clamps
   the token count at 1e-9 and ``torch.nn.functional.normalize`` clamps the norm at 1e-12.
 """
@@ -13,14 +14,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 DEFAULT_MODEL_ID = "intfloat/e5-small"
-EMBEDDING_DIM = 384
+#: Tokens per text when neither the model's config (positions) nor its tokenizer nor sentence-transformers says
+#: (:func:`e5onnx.export.support.default_max_length`). Width, layers, vocabulary, pad id, special tokens and graph
+#: inputs always come from the model's own files, never from constants here.
 MAX_LENGTH = 512
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
 
 #: Name of the ONNX output that holds the per-token hidden states, (batch, seq, dim) float32.
 OUTPUT_NAME = "last_hidden_state"
-#: The ONNX inputs the runtime knows how to feed (BERT family).
+#: The ONNX inputs the runtime knows how to feed, those a graph declares (BERT: all three; XLM-RoBERTa: no
+#: ``token_type_ids``, which are all zeros when fed: one segment).
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 MANIFEST_FILE = "manifest.json"
@@ -93,6 +97,11 @@ INT8_WEIGHT_FLOOR = 1e-12
 INT8_CALIBRATION_FILE = "calibration.jsonl"
 #: Calibration texts per forward pass when measuring activation ranges.
 INT8_CALIBRATION_BATCH = 16
+#: Most bytes of GEMM inputs one calibration pass returns (it returns every layer's at once, held twice: by
+#: onnxruntime and by NumPy); a batch over it runs in parts. e5-small's largest pass (16 x 512 tokens x 12 layers
+#: x 2,688 floats) is 1.06 GB and runs whole as before; e5-large-v2's (24 layers x 7,168) would be 5.6 GB: its
+#: export, with every variant, was killed at 21 GB of RSS on a 24 GB machine (benchmarks/family.py).
+INT8_CALIBRATION_BYTES = 1536 * 1024 * 1024
 #: The gate's batch invariance: this many texts, each alone and in one padded batch of
 #: :data:`INT8_INVARIANCE_BATCH` mixed-length texts.
 INT8_INVARIANCE_TEXTS = 6

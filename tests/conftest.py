@@ -101,6 +101,17 @@ def e5_shaped_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def xlmr_tokenizer_dir(tmp_path_factory):
+    """An XLM-RoBERTa-style SentencePiece Unigram tokenizer trained here (tests/family_models.py), loaded by
+    transformers as ``XLMRobertaTokenizerFast``: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3."""
+    from family_models import build_xlmr_tokenizer
+
+    folder = tmp_path_factory.mktemp("xlmr-tokenizer")
+    build_xlmr_tokenizer(folder)
+    return folder
+
+
 def _export(tmp_path_factory, source, name, **kwargs):
     from e5onnx.export import export_model
 

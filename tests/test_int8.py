@@ -322,3 +322,22 @@ def test_fused_attention_becomes_int8_gemm_and_multihead_attention(tmp_path):
     real = np.arange(6)[None, :] < lengths[:, None]
     np.testing.assert_allclose(got[real], want[real], rtol=1e-4, atol=1e-4)
     assert np.linalg.norm(got[real] - (a @ wo + bo)[real]) / np.linalg.norm((a @ wo + bo)[real]) < 0.03
+
+
+def test_calibration_over_the_byte_budget_runs_in_parts_with_the_same_ranges(tiny_export, monkeypatch):
+    """A batch whose GEMM inputs are over INT8_CALIBRATION_BYTES runs in parts (e5-large-v2's export ran out of
+    memory on whole batches): per-channel ranges are the same, and as many sample rows are kept."""
+    fp32 = Embedder.load(tiny_export, variant="fp32")
+    texts = ["query: hello world", "passage: paris is the capital of france", "a", "what is a long text, with words"]
+    batches = [fp32.pad(fp32.tokenize(texts))]
+    source = int8.load(tiny_export / "model_optimized.onnx")
+    whole_ranges, whole_samples = int8.activation_ranges(source, batches)
+    monkeypatch.setattr(int8, "INT8_CALIBRATION_BYTES", 1)  # one text per pass
+    calls = []
+    original = ort.InferenceSession.run
+    monkeypatch.setattr(ort.InferenceSession, "run", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    parts_ranges, parts_samples = int8.activation_ranges(source, batches)
+    assert len(calls) == len(texts) and sorted(parts_ranges) == sorted(whole_ranges)
+    for name, top in whole_ranges.items():
+        np.testing.assert_allclose(parts_ranges[name], top, rtol=1e-5, atol=1e-6)
+        assert parts_samples[name].shape == whole_samples[name].shape

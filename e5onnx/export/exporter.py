@@ -1,4 +1,4 @@
-"""``export_model``: Hugging Face BERT → ONNX variants → parity check → manifest, written atomically.
+"""``export_model``: Hugging Face BERT / XLM-RoBERTa → ONNX variants → parity check → manifest, written atomically.
 
 The folder is built in a hidden temporary folder beside the output and renamed into place only when every
 variant passed its parity check, so a failed or interrupted export leaves nothing at the output path; an old
@@ -49,7 +49,8 @@ from . import graph
 from .int8_gate import build_int8
 from .parity import ReferenceBattery, check_report, format_report, run_parity
 from .skip_layer_norm import split_file
-from .source import default_max_length, read_config, resolve_source
+from .source import read_config, resolve_source
+from .support import check_max_length, check_supported, default_max_length, position_limit
 
 log = logging.getLogger("e5onnx.export")
 
@@ -177,7 +178,7 @@ def _place(tmp, output, force):
 def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize=None, opset=DEFAULT_OPSET,
                  revision=None, max_length=None, force=False, tolerances=ParityTolerances(), threads=None,
                  calibration=None, bf16=False, fallback=None):
-    """Export a Hugging Face BERT embedding model to a verified e5onnx model folder.
+    """Export a Hugging Face BERT or XLM-RoBERTa embedding model (mean pooling) to a verified e5onnx model folder.
 
     Args:
         model: Hub id (default ``intfloat/e5-small``) or local Hugging Face folder.
@@ -191,8 +192,9 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         opset: ONNX opset for optimum's exporter.
         revision: Hub branch, tag or commit.
         max_length: tokens per text the folder is made for (at most the model's positions); default: the
-            source's sentence-transformers ``max_seq_length`` if it has one (256 for all-MiniLM-L6-v2),
-            else 512.
+            smallest of the source's sentence-transformers ``max_seq_length`` (256 for all-MiniLM-L6-v2), its
+            tokenizer's ``model_max_length`` and its position table (512 for BERT's 512 and XLM-RoBERTa's 514
+            positions), see :func:`~e5onnx.export.support.default_max_length`.
         force: replace an existing ``output``.
         tolerances: :class:`~e5onnx.config.ParityTolerances` for the parity check.
         threads: ONNX Runtime threads used by the parity check.
@@ -205,8 +207,10 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
         The :class:`~e5onnx.runtime.manifest.Manifest` written to ``output/manifest.json``.
 
     Raises:
-        ExportError: bad arguments, an existing ``output`` without ``force``, an unusable source, or a
-            failed export step. ParityError (a subclass) when a variant is over its tolerance; its
+        ExportError: bad arguments, an existing ``output`` without ``force``, an unusable source, a model e5onnx
+            cannot serve correctly (another architecture, a decoder, CLS or other non-mean pooling, no fast
+            tokenizer: :func:`~e5onnx.export.support.check_supported`, the message says why), or a failed export
+            step. ParityError (a subclass) when a variant is over its tolerance; its
             ``.report`` holds the per-variant figures. In every case nothing is left at ``output``
             (a missing parent folder is created). ``force`` replaces only an earlier export (a folder with
             a valid manifest) or an empty folder, never the source. SIGTERM and Ctrl-C remove the
@@ -228,8 +232,11 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
                        calibration, bf16, fallback)
 
 
+#: What the manifest's ``architecture`` records: config.json's shape fields, then what
+#: :func:`~e5onnx.export.support.check_supported` read (``position_limit``, ``pooling_config``, ``tokenizer``).
 _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
-                      "intermediate_size", "vocab_size", "max_position_embeddings")
+                      "intermediate_size", "vocab_size", "max_position_embeddings", "type_vocab_size", "position_limit",
+                      "pooling_config", "tokenizer")
 
 
 def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, tolerances, seconds):
@@ -280,11 +287,11 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
     model = source["id"]  # the fallback's, when it was taken
     _check_not_inside(source_dir, output)
     config = read_config(source_dir)
+    facts = check_supported(source_dir, config)  # refuses what cannot be served, before any export work
     if max_length is None:
-        max_length = default_max_length(source_dir)
-    positions = config.get("max_position_embeddings")
-    if positions and max_length > positions:
-        raise ExportError(f"--max-length {max_length} is over the model's max_position_embeddings {positions}")
+        max_length = default_max_length(source_dir, config, facts["tokenizer"]["model_max_length"])
+    check_max_length(max_length, config)
+    config = {**config, "position_limit": position_limit(config), **facts}
 
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
@@ -298,10 +305,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
             settings = graph.optimize(fp32, tmp / VARIANT_FILES["optimized"], optimize,
                                       config["num_attention_heads"], config["hidden_size"])
             variants["optimized"] = {"file": VARIANT_FILES["optimized"], "optimization": settings}
-        from .reference import TorchReference
-
-        reference = TorchReference(source_dir, max_length)
-        pad_token_id = reference.pad_token_id
+        pad_token_id = config["tokenizer"]["pad_token_id"]  # the HF fast tokenizer's (check_supported)
         if quantize:
             variants["int8"] = {"file": VARIANT_FILES["int8"],
                                 "quantization": _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id,
@@ -313,7 +317,10 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
             variants["bf16"] = {"file": VARIANT_FILES["bf16"], "backend": backend, "precision": precision}
 
         log.info("parity check against the PyTorch reference")
-        ref = ReferenceBattery(reference)
+        from .reference import TorchReference
+
+        # the PyTorch model only now, and only while the battery runs: e5-large-v2's is 1.3 GB
+        ref = ReferenceBattery(TorchReference(source_dir, max_length))
         report, dim = {}, None
         for name, entry in variants.items():
             embedder = Embedder(tmp / entry["file"], tmp / TOKENIZER_FILE, max_length=max_length,
@@ -323,6 +330,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
                 entry.update(precision_effective=embedder.encoder.precision, cpu_kind=cpu_kind(),
                              openvino=package_versions(["openvino"])["openvino"])
             report[name] = entry["parity"] = run_parity(embedder, ref, name, tolerances)
+            del embedder  # one session at a time
         for line in format_report(report):
             log.info("%s", line)
 

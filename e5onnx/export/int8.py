@@ -59,6 +59,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..config import (
     GELU_SHIFT,
+    INT8_CALIBRATION_BYTES,
     INT8_SAMPLE_ROWS,
     INT8_SCALE_FLOOR,
     INT8_WEIGHT_FLOOR,
@@ -67,6 +68,7 @@ from ..config import (
     SMOOTHQUANT_ALPHA_GRID,
 )
 from ..errors import ExportError
+from ..runtime.session import ORT_INT_TYPES, make_feed
 
 #: Producers whose output is a GELU (≥ -0.17), quantised unsigned after :data:`~e5onnx.config.GELU_SHIFT`.
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
@@ -103,12 +105,20 @@ def weight_gemms(model):
 
 
 
+def load(model):
+    """``model`` as an ``onnx.ModelProto``: loaded from a path, or as given (the INT8 build parses the fused graph
+    once for :func:`activation_ranges`, :func:`choose_alphas` and :func:`sensitivity`: a multilingual model's
+    768 MB word table took seconds per parse)."""
+    return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+
+
 def activation_ranges(model_path, batches, sample_rows=INT8_SAMPLE_ROWS, seed=0):
     """Per-channel ``max|X_k|`` of every weight GEMM's input over calibration batches (real tokens only).
 
     Args:
-        model_path: the fp32 ``.onnx`` file (plain or fused).
-        batches: iterable of ``(input_ids, attention_mask)`` int64 ``(batch, seq)`` arrays.
+        model_path: the fp32 ``.onnx`` file (plain or fused), or it loaded (:func:`load`; left as it was).
+        batches: iterable of ``(input_ids, attention_mask)`` int64 ``(batch, seq)`` arrays; a batch whose GEMM
+            inputs are over :data:`~e5onnx.config.INT8_CALIBRATION_BYTES` is run in parts (ranges unchanged).
         sample_rows: token rows of each input kept (uniformly at random, seeded) for :func:`sensitivity`.
 
     Returns:
@@ -120,31 +130,42 @@ def activation_ranges(model_path, batches, sample_rows=INT8_SAMPLE_ROWS, seed=0)
     """
     import onnxruntime as ort
 
-    model = onnx.load(str(model_path))
+    model = load(model_path)
     names = sorted({n.input[0] for n, _ in weight_gemms(model)})
     if not names:
-        raise ExportError(f"{str(model_path)!r} has no weight MatMul (a MatMul or Attention with a constant weight) "
+        where = "the graph" if isinstance(model_path, onnx.ModelProto) else repr(str(model_path))
+        raise ExportError(f"{where} has no weight MatMul (a MatMul or Attention with a constant weight) "
                           "to quantise: INT8 needs a BERT-like encoder")
-    known = {o.name for o in model.graph.output}
+    width = {n.input[0]: int(w.dims[0]) for n, w in weight_gemms(model)}
+    known, declared = {o.name for o in model.graph.output}, len(model.graph.output)
     for name in names:
         if name not in known:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    inputs = {i.name for i in session.get_inputs()}
+    serialized = model.SerializeToString()
+    del model.graph.output[declared:]  # the caller's model as it was
+    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    del serialized
+    # the graph's own inputs (XLM-RoBERTa's have no token_type_ids), fed as the runtime feeds them
+    inputs = {i.name: ORT_INT_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
+    bytes_per_token = 4 * sum(width[name] for name in names)  # every GEMM input of the graph, float32
     rng = np.random.default_rng(seed)
     ranges, rows = {}, {name: [] for name in names}
     for input_ids, attention_mask in batches:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask,
-                "token_type_ids": np.zeros_like(input_ids)}
-        outputs = session.run(names, {k: v for k, v in feed.items() if k in inputs})
-        real = attention_mask.astype(bool)
-        for name, x in zip(names, outputs):
-            x = x[real] if x.ndim == 3 else x.reshape(-1, x.shape[-1])
-            top = np.abs(x).max(axis=0)
-            ranges[name] = top if name not in ranges else np.maximum(ranges[name], top)
-            rows[name].append(x[rng.choice(len(x), min(len(x), sample_rows), replace=False)])
+        # a pass returns every GEMM input at once: at most INT8_CALIBRATION_BYTES of them (e5-large-v2's 24 layers
+        # would be 5.6 GB for 16 texts of 512 tokens, held twice: onnxruntime's and NumPy's copies)
+        step = max(1, INT8_CALIBRATION_BYTES // (bytes_per_token * input_ids.shape[1]))
+        for start in range(0, len(input_ids), step):
+            mask = attention_mask[start:start + step]
+            outputs = session.run(names, make_feed(inputs, input_ids[start:start + step], mask))
+            real = mask.astype(bool)
+            for name, x in zip(names, outputs):
+                x = x[real] if x.ndim == 3 else x.reshape(-1, x.shape[-1])
+                top = np.abs(x).max(axis=0)
+                ranges[name] = top if name not in ranges else np.maximum(ranges[name], top)
+                rows[name].append(x[rng.choice(len(x), min(len(x), sample_rows), replace=False)])
+            del outputs, x  # before the next pass allocates its own
     if not ranges:
         raise ExportError("no calibration batches: cannot measure activation ranges for INT8")
     samples = {}
@@ -259,10 +280,12 @@ def choose_alphas(model_path, ranges, samples, weight_max=127, grid=SMOOTHQUANT_
     ``||X W - Q(X) Q(W)|| / ||X W||`` (:func:`simulate`) over the GEMMs reading that input, on the
     calibration samples (per-layer α, as SmoothQuant's authors and Intel Neural Compressor's auto-α do).
 
+    ``model_path``: the graph's ``.onnx`` file or it loaded (:func:`load`).
+
     Returns:
         ``{input name: α}`` (float).
     """
-    model = onnx.load(str(model_path))
+    model = load(model_path)
     pairs = weight_gemms(model)
     producers = _producers(model.graph)
     readers, kinds = {}, _readers(pairs)
@@ -273,25 +296,28 @@ def choose_alphas(model_path, ranges, samples, weight_max=127, grid=SMOOTHQUANT_
         shift = _shift_of(producers, x)
         w_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
         sample = samples[x]
+        exact = [sample @ w for w in weights]  # the same for every α: computed once
+        norms = [max(np.linalg.norm(y), 1e-30) for y in exact]
 
         def error(alpha):
             s = smoothing_scales(ranges[x] + np.float32(shift), w_max, alpha)
             picked = _outliers_of(producers, x, kinds[x], ranges, s, outliers)
-            return np.mean([np.linalg.norm(simulate(sample, w, s, weight_max, shift, picked) - sample @ w)
-                            / max(np.linalg.norm(sample @ w), 1e-30) for w in weights])
+            return np.mean([np.linalg.norm(simulate(sample, w, s, weight_max, shift, picked) - y) / n
+                            for w, y, n in zip(weights, exact, norms)])
 
         alphas[x] = float(min(grid, key=error))
     return alphas
 
 
 def sensitivity(model_path, ranges, samples, alpha=SMOOTHQUANT_ALPHA, weight_max=127, outliers=OUTLIER_CHANNELS):
-    """Relative error ``||X W - Q(X) Q(W)|| / ||X W||`` of each weight GEMM on the calibration samples.
+    """Relative error ``||X W - Q(X) Q(W)|| / ||X W||`` of each weight GEMM on the calibration samples
+    (``model_path``: the graph's ``.onnx`` file or it loaded, :func:`load`).
 
     Returns:
         ``{node name: error}`` (float), largest first: the order in which GEMMs are kept in fp32 when the
         quality gate is missed.
     """
-    model = onnx.load(str(model_path))
+    model = load(model_path)
     pairs = weight_gemms(model)
     producers = _producers(model.graph)
     scales = _smoothing_per_input(pairs, ranges, alpha, producers)

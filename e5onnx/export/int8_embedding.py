@@ -3,6 +3,11 @@
 ``SkipLayerNormalization`` with the position table as its (broadcast) skip, and the 1-D mask index as
 ``ReduceSum`` of the attention mask (what EmbedLayerNormalization computes for right-padded masks).
 
+XLM-RoBERTa's graph has no ``EmbedLayerNormalization``: onnxruntime's fusion does not match its position ids,
+which start after the pad id (``fusion_embedlayer.py``: "TODO: Support roberta"), so the embeddings stay plain
+ops; there the word table's own ``Gather(table, input_ids)`` becomes ``GatherBlockQuantized``
+(:func:`replace_word_gather`): multilingual-e5's 250,002 x 768 table is 768 MB in float32, 193 MB as uint8.
+
 e5-small's fp32 word table is 30522 × 384 × 4 bytes = 47 MB of the INT8 process; as uint8 it is 11.7 MB plus
 0.4 MB of scales. Each block ``b`` of a row is quantised symmetrically: ``scale = max |e_b| / 127``,
 ``q = round(e_b / scale) + 128`` (zero point 128). The lookup dequantises only the rows it gathers.
@@ -27,13 +32,28 @@ def block_size(dim):
     return None
 
 
+#: Rows of the table quantised at a time by :func:`quantize_table` (its float32 temporaries stay a few MB).
+_TABLE_ROWS = 4096
+
+
 def quantize_table(table, block):
-    """``(q (V, D) uint8, scales (V, D // block) float32, zero points (V, D // block) uint8)`` of a float table."""
+    """``(q (V, D) uint8, scales (V, D // block) float32, zero points (V, D // block) uint8)`` of a float32 table.
+
+    Works through :data:`_TABLE_ROWS` rows at a time: a multilingual table (250,002 x 768) takes a second, not
+    several, and no full-size temporaries."""
     v, d = table.shape
-    blocks = table.reshape(v, d // block, block)
-    scales = np.maximum(np.abs(blocks).max(axis=-1), 1e-12) / 127
-    q = np.clip(np.rint(blocks / scales[..., None]), -127, 127).astype(np.int16) + 128
-    return q.reshape(v, d).astype(np.uint8), scales.astype(np.float32), np.full(scales.shape, 128, np.uint8)
+    q = np.empty((v, d), np.uint8)
+    scales = np.empty((v, d // block), np.float32)
+    for start in range(0, v, _TABLE_ROWS):
+        blocks = table[start:start + _TABLE_ROWS].reshape(-1, d // block, block)
+        s = np.maximum(np.abs(blocks).max(axis=-1), np.float32(1e-12)) / np.float32(127)
+        unit = blocks / s[..., None]
+        np.rint(unit, out=unit)
+        np.clip(unit, -127, 127, out=unit)
+        unit += 128
+        q[start:start + _TABLE_ROWS] = unit.reshape(-1, d)
+        scales[start:start + _TABLE_ROWS] = s
+    return q, scales, np.full(scales.shape, 128, np.uint8)
 
 
 def dequantize_table(q, scales, block):
@@ -109,3 +129,42 @@ def _replacement(node, inits, add_constant):
               "op": "com.microsoft.GatherBlockQuantized", "fp32_bytes": int(table.nbytes),
               "int8_bytes": int(q.nbytes + scales.nbytes + zero_points.nbytes)}
     return nodes, record
+
+
+def replace_word_gather(graph, add_constant):
+    """Rewrite the word-embedding lookup of an unfused graph in place: every ``Gather`` of a 2-D float
+    initializer by the graph input ``input_ids`` becomes ``GatherBlockQuantized`` of that table quantised as in
+    :func:`quantize_table`.
+
+    Args:
+        graph: onnx ``GraphProto`` (its initializers still float). add_constant: ``(name, array) -> name``.
+
+    Returns:
+        dict for the manifest, as :func:`replace_embed_layer_norm`'s, or None when no such ``Gather`` exists or
+        no block size divides the table's width (the table then stays float32).
+    """
+    inits = {i.name: i for i in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    found = [n for n in graph.node if n.op_type == "Gather" and len(n.input) == 2 and n.input[1] == "input_ids"
+             and "input_ids" in inputs and n.input[0] in inits and len(inits[n.input[0]].dims) == 2
+             and not any(a.name == "axis" and a.i != 0 for a in n.attribute)]
+    record = None
+    for node in found:
+        table = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        block = block_size(table.shape[1])
+        if block is None:
+            return None
+        q, scales, zero_points = quantize_table(table, block)
+        p = f"q8/{node.name}/"
+        new = helper.make_node("GatherBlockQuantized", [add_constant(p + "word_q", q), node.input[1],
+                                                       add_constant(p + "word_scales", scales),
+                                                       add_constant(p + "word_zero_points", zero_points)],
+                               list(node.output), name=p + "GatherBlockQuantized", domain=_MS, gather_axis=0,
+                               quantize_axis=1, block_size=block, bits=8)
+        at = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.node.insert(at, new)
+        record = {"storage": "uint8, zero point 128, one float32 scale per block", "block": block,
+                  "op": "com.microsoft.GatherBlockQuantized", "replaces": "Gather", "fp32_bytes": int(table.nbytes),
+                  "int8_bytes": int(q.nbytes + scales.nbytes + zero_points.nbytes)}
+    return record

@@ -149,14 +149,18 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
     rows = sorted(reference.tokenize(calib), key=len)
     batches = [reference.pad(rows[i:i + INT8_CALIBRATION_BATCH])
                for i in range(0, len(rows), INT8_CALIBRATION_BATCH)]
+    want = reference.embed(valid).astype(np.float64)
+    del reference  # one large thing in memory at a time: e5-large-v2's fp32 graph is 1.3 GB
     kind = cpu_kind()
     source_path = fp32_path if source_path is None else source_path
-    ranges, samples = int8.activation_ranges(source_path, batches)
-    want = reference.embed(valid).astype(np.float64)
+    graph = int8.load(source_path)  # parsed once for the measurements below
+    ranges, samples = int8.activation_ranges(graph, batches)
     attempts, forms = [], weight_forms(kind)
     for n_form, form in enumerate(forms):
-        alphas = int8.choose_alphas(source_path, ranges, samples, form["weight_max"])
-        errors = int8.sensitivity(source_path, ranges, samples, alpha=alphas, weight_max=form["weight_max"])
+        alphas = int8.choose_alphas(graph, ranges, samples, form["weight_max"])
+        errors = int8.sensitivity(graph, ranges, samples, alpha=alphas, weight_max=form["weight_max"])
+        if n_form == len(forms) - 1:
+            del graph  # not needed again: quantize reads the file
         limit = int(len(errors) * INT8_MAX_KEPT_FRACTION) if n_form == len(forms) - 1 else 0  # sweep the last form
         keep = []
         while True:
@@ -164,6 +168,7 @@ def build_int8(fp32_path, dst, tokenizer_path, *, max_length, pad_token_id, tole
             candidate = Embedder(dst, tokenizer_path, max_length=max_length, threads=threads,
                                  pad_token_id=pad_token_id, variant="int8")
             figures = measure(want, candidate, valid)
+            del candidate  # before the next attempt loads its own
             failures = judge(figures, tolerances)
             attempts.append({"form": form_name(form), "kept_fp32": list(keep), **figures, "failures": failures})
             log.info("int8 gate, %s weights, %d GEMMs in fp32: mean cos %.6f, min cos %.6f, batch invariance "

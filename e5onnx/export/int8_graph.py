@@ -11,7 +11,7 @@ from ..errors import ExportError
 from .int8 import (_MS, RECIPE, _outliers_of, _producers, _readers, _shift_of, _smoothing_per_input, quantize_weight,
                    weight_gemms)
 from .graph import model_opset
-from .int8_embedding import replace_embed_layer_norm
+from .int8_embedding import replace_embed_layer_norm, replace_word_gather
 from .skip_layer_norm import split_skip_layer_norm
 
 
@@ -180,8 +180,8 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
             U8U8 kernels, which do not saturate where its U8S8 kernels do: x86 without VNNI).
         outliers: channels per GEMM input computed in fp32 (:func:`~.int8.outlier_channels`, step 6 of
             :mod:`.int8`); 0: none.
-        int8_embeddings: give a fused ``EmbedLayerNormalization`` an INT8 word table (:mod:`~.int8_embedding`;
-            35 MB less for e5-small). On all-MiniLM-L6-v2 (STS-B test sentences vs fp32, AVX-512 VNNI) it moves
+        int8_embeddings: give a fused ``EmbedLayerNormalization``, else the plain word ``Gather`` (XLM-RoBERTa),
+            an INT8 word table (:mod:`~.int8_embedding`; 35 MB less for e5-small). On all-MiniLM-L6-v2 (STS-B test sentences vs fp32, AVX-512 VNNI) it moves
             the mean / min cosine from 0.999461 / 0.997464 to 0.999452 / 0.997296 (without the outlier channels
             it took the mean under the gate's 0.999: 0.999014 -> 0.998996, so it was off until then).
 
@@ -241,7 +241,7 @@ def quantize(src, dst, ranges, *, alpha=SMOOTHQUANT_ALPHA, weight_max=127, keep=
     graph.node.extend(nodes)
     embedding = None
     if int8_embeddings:
-        embedding = replace_embed_layer_norm(graph, opset, b.constant)
+        embedding = replace_embed_layer_norm(graph, opset, b.constant) or replace_word_gather(graph, b.constant)
     split = split_skip_layer_norm(graph, opset)  # faster on onnxruntime's CPU kernels (see that module)
     graph.initializer.extend(b.new_inits)
     used = {i for n in graph.node for i in n.input}

@@ -4,13 +4,13 @@ import json
 import logging
 from pathlib import Path
 
-from ..config import MAX_LENGTH
 from ..errors import ExportError, ModelFolderError
 from ..runtime.folder import is_local, local_folder, looks_like_path
 from ..runtime.manifest import describe_files
 
-#: Files of a Hub repo the export needs: config, tokenizer and the PyTorch weights.
-SOURCE_PATTERNS = ["*.json", "*.txt", "*.safetensors", "pytorch_model.bin"]
+#: Files of a Hub repo the export needs: config, tokenizer (SentencePiece ``*.model`` too, to convert a repo without
+#: ``tokenizer.json``), sentence-transformers' module configs and the PyTorch weights.
+SOURCE_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin"]
 #: Weight files whose sha256 is recorded as the source's fingerprint.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -92,15 +92,6 @@ def _download(model, revision):
             f"{model!r} is not a local folder, and as a Hugging Face repo id (revision {revision or 'main'}) "
             f"it could not be had from the Hub or its cache: {type(exc).__name__}: {exc}"
         ) from exc
-
-
-def default_max_length(folder):
-    """The source's sentence-transformers ``max_seq_length`` (``sentence_bert_config.json``), else 512."""
-    try:
-        value = json.loads((Path(folder) / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return MAX_LENGTH
-    return value if isinstance(value, int) and value >= 2 else MAX_LENGTH
 
 
 def read_config(folder):

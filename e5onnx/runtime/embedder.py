@@ -46,7 +46,7 @@ class Embedder(TokenLevel):
         max_length: tokens per text, special tokens included (e5-small: 512).
         threads: ONNX Runtime intra-op threads; default ``$E5ONNX_THREADS`` or the CPUs this process may
             use (affinity mask and cgroup quota).
-        pad_token_id: padding id (default: the tokenizer's ``[PAD]``).
+        pad_token_id: padding id (default: the tokenizer's; :meth:`load` passes the manifest's, 1 for XLM-R).
         variant: label of the ONNX variant, for :attr:`variant`; ``"bf16"`` runs the file on OpenVINO in
             bfloat16 (:mod:`~e5onnx.runtime.openvino_session`), every other variant on onnxruntime.
         manifest: the folder's :class:`~e5onnx.runtime.manifest.Manifest`, if any, for :attr:`manifest`.
@@ -137,8 +137,8 @@ class Embedder(TokenLevel):
             kind: ``"query"`` (adds :attr:`query_prefix`), ``"passage"`` (adds :attr:`passage_prefix`), or None
                 (texts as given); a text that already starts with the prefix keeps it
                 (:func:`~e5onnx.runtime.texts.has_prefix`).
-            truncate: cut a text over :attr:`max_length` tokens to ``[CLS]``, its first ``max_length - 2`` word
-                pieces and ``[SEP]`` (default), or refuse it.
+            truncate: cut a text over :attr:`max_length` tokens to its first ``max_length``, specials included
+                (``[CLS]`` + 510 word pieces + ``[SEP]``; XLM-R: ``<s>`` ... ``</s>``) (default), or refuse it.
 
         Returns:
             a :class:`~e5onnx.runtime.prepared.Prepared` of ``len(texts)`` texts.
@@ -248,8 +248,8 @@ class Embedder(TokenLevel):
         ``batch_size`` texts and :data:`~e5onnx.config.TOKEN_BUDGET` padded tokens (texts x longest text of
         the pass; a longer text runs alone), see :func:`plan_passes`; results come back in input order and
         do not depend on the packing beyond float rounding. A text over :attr:`max_length` tokens is
-        truncated to ``[CLS]``, its first ``max_length - 2`` word pieces and ``[SEP]``, or refused when
-        ``truncate=False``. An empty or whitespace-only text is embedded as ``[CLS] [SEP]``. Texts are
+        truncated to ``[CLS]``, its first ``max_length - 2`` word pieces and ``[SEP]`` (XLM-R: ``<s>``, ``</s>``),
+        or refused when ``truncate=False``. An empty or whitespace-only text is embedded as ``[CLS] [SEP]``. Texts are
         tokenised :data:`~e5onnx.config.TOKENIZE_CHUNK` at a time, to bound memory on huge inputs.
 
         Args:

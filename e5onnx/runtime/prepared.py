@@ -20,7 +20,8 @@ class Prepared:
     """``n`` texts tokenised by one :class:`~e5onnx.runtime.Embedder`, ready for its :meth:`run`.
 
     Attributes:
-        input_ids: ``n`` lists of int, the ids of each text as the graph gets them (``[CLS] ... [SEP]``, at
+        input_ids: ``n`` lists of int, the ids of each text as the graph gets them (``[CLS] ... [SEP]``, or the
+            model's own specials such as XLM-RoBERTa's ``<s> ... </s>``, at
             most the Embedder's ``max_length``); an empty list for a text in :attr:`errors`.
         errors: one :class:`~e5onnx.errors.TextError` per refused text (not a ``str``, a lone surrogate, over
             the max length with ``truncate=False``), in index order; :meth:`Embedder.run` refuses a Prepared

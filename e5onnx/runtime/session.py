@@ -17,7 +17,8 @@ from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
 from .arguments import whole_number
 from .cpu import available_cpus
 
-_ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+#: ONNX integer input types e5onnx feeds -> NumPy dtype.
+ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 def max_threads():
@@ -114,12 +115,12 @@ class OnnxEncoder:
             raise ModelFolderError(f"onnxruntime cannot load {str(path)!r}: {exc}") from exc
         self.inputs = {}
         for arg in self.session.get_inputs():
-            if arg.name not in KNOWN_INPUTS or arg.type not in _ORT_INT_TYPES:
+            if arg.name not in KNOWN_INPUTS or arg.type not in ORT_INT_TYPES:
                 raise ModelFolderError(
                     f"{str(path)!r} declares input {arg.name!r} of type {arg.type}; e5onnx feeds only "
                     f"{', '.join(KNOWN_INPUTS)} as int64/int32"
                 )
-            self.inputs[arg.name] = _ORT_INT_TYPES[arg.type]
+            self.inputs[arg.name] = ORT_INT_TYPES[arg.type]
         if "input_ids" not in self.inputs:
             raise ModelFolderError(f"{str(path)!r} declares no 'input_ids' input")
         outputs = {o.name: o for o in self.session.get_outputs()}
