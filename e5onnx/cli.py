@@ -103,7 +103,8 @@ def _cmd_embed(args):
     embedder = Embedder.load(args.folder, variant=args.variant, threads=args.threads)
     embed = embedder.embed_queries if args.query else embedder.embed_passages if args.passage else embedder.embed
     try:
-        vectors = embed(texts, args.batch_size, truncate=not args.no_truncate)
+        truncate = "windows" if args.windows else not args.no_truncate
+        vectors = embed(texts, args.batch_size, truncate=truncate, output=args.vectors)
     except InvalidInputError as exc:
         if exc.index is None or lines is None:
             raise
@@ -116,7 +117,7 @@ def _cmd_embed(args):
             write_npy_atomic(output, vectors)
         except OSError as exc:
             raise InvalidInputError(f"cannot write --output {args.output!r}: {exc.strerror or exc}") from None
-        print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {args.output}", file=sys.stderr)
+        print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} {vectors.dtype} to {args.output}", file=sys.stderr)
     else:
         out = sys.stdout
         for i, row in enumerate(vectors):
