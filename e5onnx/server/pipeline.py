@@ -28,7 +28,7 @@ async def embed(state, req, field, request):
 
     Returns:
         ``(vectors, tokens)``: ``(len(req.texts), dim)`` float32 (unit rows when ``req.normalize``), and the real
-        token count, ``[CLS]`` and ``[SEP]`` included.
+        token count, ``[CLS]`` and ``[SEP]`` included (with ``truncate: "windows"``, every window's).
 
     Raises:
         HTTPError: 429 when ``--max-queue`` requests are already admitted; 400 for a text over the max length with
@@ -69,7 +69,7 @@ def _refuse(prepared, req, field):
     with only ``[CLS] [SEP]`` (invisible characters such as U+200B, U+FEFF and controls give no token)."""
     if prepared.errors:
         error = prepared.errors[0].named(field)
-        hint = "" if req.truncate else "; send truncate: true to cut it"
+        hint = "" if req.truncate else "; send truncate: true to cut it, or \"windows\" to embed it whole"
         raise HTTPError(f"{error}{hint}", param=field)
     empty = np.flatnonzero(prepared.token_counts <= 2)
     if empty.size:

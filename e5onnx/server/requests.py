@@ -1,10 +1,20 @@
 """Parsing and validation of the two request bodies the server accepts, into one :class:`EmbedRequest`.
 
 - OpenAI ``POST /v1/embeddings``: ``input`` (string or non-empty list of strings), ``model``,
-  ``encoding_format`` (``float`` | ``base64``), ``dimensions`` (only the model's width), ``user`` (ignored);
-  extensions ``input_type`` (``query`` | ``passage``: the e5 prefix is added once) and ``truncate``.
-- text-embeddings-inference ``POST /embed``: ``inputs``, ``normalize``, ``truncate``,
-  ``truncation_direction`` (``right`` only), ``prompt_name`` (``query`` | ``passage``), ``dimensions``.
+  ``encoding_format`` (:data:`ENCODING_FORMATS`), ``dimensions`` (only the model's width), ``user`` (ignored);
+  extensions ``input_type`` (``query`` | ``passage``: the e5 prefix is added once) and ``truncate`` (true, false
+  or ``"windows"``).
+- text-embeddings-inference ``POST /embed``: ``inputs``, ``normalize``, ``truncate`` (true, false or
+  ``"windows"``), ``truncation_direction`` (``right`` only), ``prompt_name`` (``query`` | ``passage``),
+  ``dimensions``; extension ``encoding_format`` as on the OpenAI route.
+
+``encoding_format`` names the vector form and how it travels, in one field: ``float`` (JSON numbers) and
+``base64`` (little-endian float32 bytes) are OpenAI's; ``int8``, ``uint8``, ``binary``, ``ubinary`` are the compact
+forms (:mod:`e5onnx.runtime.vectors`) as JSON lists of integers, and ``int8_base64`` ... ``ubinary_base64`` the same
+bytes in base64. One field, not a second one beside OpenAI's: the openai Python client, when its caller gives no
+``encoding_format``, sends ``base64`` and decodes the answer as float32 itself, so a compact form chosen in
+another field would come back as garbage floats; a compact ``encoding_format`` is only ever sent on purpose, and
+the client then returns the answer untouched.
 
 Every refusal is an :class:`~e5onnx.server.errors.HTTPError` (400) naming the field (``param``) and, for a text,
 its index. Decisions (documented in README "Serving"): an empty or whitespace-only string is refused (OpenAI and TEI
@@ -16,11 +26,16 @@ undefined; Python's parser keeps the last); token-id arrays are refused (send te
 import json
 from dataclasses import dataclass
 
+from ..config import OUTPUT_FORMS, TRUNCATE_WINDOWS
 from .errors import HTTPError
 
 OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "input_type", "truncate")
-TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
+TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions",
+              "encoding_format")
 PROMPTS = ("query", "passage")
+#: What ``encoding_format`` accepts on both routes (see the module docstring).
+ENCODING_FORMATS = ("float", "base64", *(f for f in OUTPUT_FORMS if f != "float"),
+                    *(f"{f}_base64" for f in OUTPUT_FORMS if f != "float"))
 
 
 @dataclass
@@ -30,18 +45,29 @@ class EmbedRequest:
     Attributes:
         texts: the texts as given (prefix not yet added), at least one.
         prompt: ``"query"``, ``"passage"`` or None (texts used as given).
-        truncate: cut texts over the model's max length (else they are refused).
+        truncate: True (cut texts over the model's max length), False (refuse them) or ``"windows"``.
         normalize: L2-normalise the vectors (OpenAI route: always).
-        encoding_format: ``"float"`` or ``"base64"`` (little-endian float32, OpenAI's format).
+        encoding_format: one of :data:`ENCODING_FORMATS`.
         model: the ``model`` field as sent (OpenAI route), or None.
     """
 
     texts: list
     prompt: str = None
-    truncate: bool = False
+    truncate: object = False
     normalize: bool = True
     encoding_format: str = "float"
     model: str = None
+
+    @property
+    def output(self):
+        """The vector form: ``"float"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"``."""
+        form = self.encoding_format.removesuffix("_base64")
+        return "float" if form == "base64" else form
+
+    @property
+    def base64(self):
+        """True when the vectors travel as base64 of their bytes (float: little-endian float32)."""
+        return self.encoding_format.endswith("base64")
 
 
 def parse_json(body):
@@ -151,6 +177,16 @@ def _bool(obj, field, default):
     return value
 
 
+def _truncate(obj):
+    value = obj.get("truncate")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.lower() == TRUNCATE_WINDOWS:
+        return TRUNCATE_WINDOWS
+    shown = repr(value) if isinstance(value, str) and len(value) <= 32 else f"a JSON {_kind(value)}"
+    raise HTTPError(f"'truncate' must be true, false or \"{TRUNCATE_WINDOWS}\", got {shown}", param="truncate")
+
+
 def _dimensions(obj, dim):
     value = obj.get("dimensions")
     if value is None:
@@ -173,9 +209,8 @@ def parse_openai(obj, dim, max_texts):
         if obj.get(field) is not None and not isinstance(obj[field], str):
             raise HTTPError(f"'{field}' must be a string, got a JSON {_kind(obj[field])}", param=field)
     _dimensions(obj, dim)
-    return EmbedRequest(texts=texts, prompt=_choice(obj, "input_type", PROMPTS),
-                        truncate=_bool(obj, "truncate", False),
-                        encoding_format=_choice(obj, "encoding_format", ("float", "base64"), "float"),
+    return EmbedRequest(texts=texts, prompt=_choice(obj, "input_type", PROMPTS), truncate=_truncate(obj),
+                        encoding_format=_choice(obj, "encoding_format", ENCODING_FORMATS, "float"),
                         model=obj.get("model"))
 
 
@@ -190,5 +225,10 @@ def parse_tei(obj, dim, max_texts):
         raise HTTPError("'truncation_direction' left is not supported: e5 keeps the start of a text",
                         param="truncation_direction")
     _dimensions(obj, dim)
-    return EmbedRequest(texts=texts, prompt=_choice(obj, "prompt_name", PROMPTS), truncate=_bool(obj, "truncate", False),
-                        normalize=_bool(obj, "normalize", True))
+    req = EmbedRequest(texts=texts, prompt=_choice(obj, "prompt_name", PROMPTS), truncate=_truncate(obj),
+                       normalize=_bool(obj, "normalize", True),
+                       encoding_format=_choice(obj, "encoding_format", ENCODING_FORMATS, "float"))
+    if not req.normalize and req.output in ("int8", "uint8"):
+        raise HTTPError(f"'encoding_format' {req.encoding_format} needs normalize true: its ranges were calibrated "
+                        "on unit vectors", param="encoding_format")
+    return req
