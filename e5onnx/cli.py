@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .cli_parser import build_parser
-from .config import ParityTolerances
+from .config import OUTPUT_FORMS, ParityTolerances
 from .errors import E5OnnxError, InvalidInputError
 from .textfile import read_numbered_texts
 
@@ -49,7 +49,8 @@ def _cmd_verify(args):
 
 def _summary(manifest):
     """What ``e5onnx info`` prints: the recipe, which variant ``auto`` picks here and why not the others, each
-    variant's file, size (bytes), parity figures and (int8) gate and weight form."""
+    variant's file, size (bytes), parity figures and (int8) gate and weight form, and the output vector forms the
+    folder can give (int8 / uint8 only with recorded ranges)."""
     reasons = dict(manifest.usable_variants())
     variants = {}
     for name, v in manifest.variants.items():
@@ -70,6 +71,7 @@ def _summary(manifest):
         "pooling": manifest.record.get("pooling"), "normalization": manifest.record.get("normalization"),
         "prefixes": manifest.prefixes, "opset": manifest.record.get("opset"),
         "auto_variant": manifest.choose_variant("auto"), "variants": variants,
+        "output_forms": [f for f in OUTPUT_FORMS if manifest.embedding_ranges or f not in ("int8", "uint8")],
         "created_at": manifest.record.get("created_at"),
     }
 

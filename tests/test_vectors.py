@@ -90,7 +90,7 @@ def test_the_same_text_gives_the_same_bytes_whatever_its_batch(embedder):
         assert alone.tobytes() == mixed.tobytes(), form
 
 
-def test_a_folder_without_ranges_says_to_re_export(tiny_export, tmp_path):
+def test_a_folder_without_ranges_says_to_re_export(tiny_export, tmp_path, capsys):
     folder = tmp_path / "old-export"
     shutil.copytree(tiny_export, folder)
     data = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
@@ -105,6 +105,11 @@ def test_a_folder_without_ranges_says_to_re_export(tiny_export, tmp_path):
     assert old.embed(["paris"], output="binary").shape == (1, 4) and old.embed(["paris"]).shape == (1, 32)
     code = main(["embed", str(folder), "paris", "--variant", "fp32", "--vectors", "int8"])
     assert code == 1
+    assert "re-export the model" in capsys.readouterr().err
+    assert main(["info", str(folder)]) == 0
+    assert json.loads(capsys.readouterr().out)["output_forms"] == ["float", "binary", "ubinary"]
+    assert main(["info", str(tiny_export)]) == 0
+    assert json.loads(capsys.readouterr().out)["output_forms"] == list(OUTPUT_FORMS)
 
 
 def test_a_bad_output_form_is_named(embedder):

@@ -14,7 +14,7 @@ from e5onnx.errors import TextError
 from e5onnx.runtime import prepared as prepared_module
 from e5onnx.runtime.windows import combine, window_starts
 
-from conftest import TINY_WORDS
+from conftest import MINILM, TINY_WORDS, requires_shared
 
 MAX = 128  # the tiny export's max length
 
@@ -193,3 +193,23 @@ def test_cli_windows_flag(capsys, tiny_export, embedder):
         main(["embed", str(tiny_export), "--windows", "--no-truncate", "x"])
     assert info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@requires_shared
+def test_windows_of_the_e5_wordpiece_tokenizer_match_huggingface():
+    """e5-small's tokenizer family (MiniLM's uncased WordPiece, vocab 30522) at max length 512, mixed scripts."""
+    from transformers import AutoTokenizer
+
+    from e5onnx.runtime.prepared import prepare_texts
+    from e5onnx.runtime.tokenizer import TextTokenizer
+
+    hf_tok = AutoTokenizer.from_pretrained(str(MINILM))
+    ours = TextTokenizer(MINILM / "tokenizer.json", 512)
+    assert ours.special_ids == ([hf_tok.cls_token_id], [hf_tok.sep_token_id])
+    text = " ".join(["Café crème brûlée in Paris — 東京タワー, naïve façades; unbelievably tokenizing!"] * 120)
+    prefixes = {"query": "query: ", "passage": "passage: "}
+    for kind in ("passage", "query"):
+        got = prepare_texts(ours, [text, "short"], kind, "windows", prefixes)
+        want = _reference_windows(hf_tok, text, prefixes[kind], 512)
+        assert len(want) >= 5 and got.input_ids[:-1] == want and got.windows == (len(want), 1)
+        assert got.input_ids[-1] == hf_tok(prefixes[kind] + "short")["input_ids"]

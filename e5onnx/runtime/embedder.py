@@ -14,7 +14,7 @@ from ..config import (
 )
 from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
 from . import vectors as forms
-from .arguments import flag, output_form, truncation, whole_number
+from .arguments import flag, truncation, whole_number
 from .folder import resolve_model
 from .packing import plan_passes
 from .pooling import l2_normalize, mean_pool
@@ -303,33 +303,18 @@ class Embedder:
         return self._embed(texts, "passage", batch_size, truncate, None, output)
 
     def quantize(self, vectors, output):
-        """Unit vectors from this model in form ``output`` (:func:`e5onnx.runtime.vectors.quantize`, with
-        :attr:`embedding_ranges` for int8 / uint8).
-
-        Args:
-            vectors: ``(n, dim)`` float32 unit vectors (what :meth:`embed` / :meth:`run` return).
-            output: ``"float"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"``.
-
-        Returns:
-            as :meth:`embed`.
-
-        Raises:
-            InvalidInputError: an unknown ``output``.
-            ModelFolderError: int8 / uint8 without :attr:`embedding_ranges` (the message says to re-export).
-        """
+        """``(n, dim)`` float32 unit vectors of this model in form ``output`` (:func:`e5onnx.runtime.vectors.quantize`
+        with :attr:`embedding_ranges`); returns as :meth:`embed`, raises as :meth:`check_output`."""
         return forms.quantize(vectors, self.check_output(output), self.embedding_ranges)
 
     def check_output(self, output):
-        """``output`` if it is a form this model can give (int8 / uint8 need :attr:`embedding_ranges`).
+        """``output`` if it is a form this model can give: int8 / uint8 need :attr:`embedding_ranges`.
 
         Raises:
-            InvalidInputError, ModelFolderError: as :meth:`quantize`.
+            InvalidInputError: an unknown ``output``. ModelFolderError: int8 / uint8 without ranges (re-export).
         """
-        output = output_form(output)
-        if output in forms.SCALAR and self.embedding_ranges is None:
-            where = f"the model folder {str(self.model_path.parent)!r}" if self.manifest else "this Embedder"
-            raise forms.missing_ranges(where)
-        return output
+        where = f"the model folder {str(self.model_path.parent)!r}" if self.manifest else "this Embedder"
+        return forms.usable_form(output, self.embedding_ranges, where)
 
     def embed_token_ids(self, rows, batch_size=DEFAULT_BATCH_SIZE, normalize=True):
         """Embed ids tokenised elsewhere (special tokens included, e.g. by the same ``tokenizer.json``): every id

@@ -71,6 +71,19 @@ def missing_ranges(where):
         "need none")
 
 
+def usable_form(output, ranges, where):
+    """``output`` if it is a form (:data:`~e5onnx.config.OUTPUT_FORMS`) that ``ranges`` allow; ``where`` names the
+    model in the error.
+
+    Raises:
+        InvalidInputError: an unknown ``output``. ModelFolderError: int8 / uint8 and ``ranges`` is None.
+    """
+    output = output_form(output)
+    if output in SCALAR and ranges is None:
+        raise missing_ranges(where)
+    return output
+
+
 def quantize(vectors, output, ranges=None):
     """``vectors`` in form ``output``.
 
@@ -87,13 +100,11 @@ def quantize(vectors, output, ranges=None):
         InvalidInputError: an unknown ``output``.
         ModelFolderError: int8 / uint8 without ``ranges`` (:func:`missing_ranges`).
     """
-    output = output_form(output)
+    output = usable_form(output, ranges, "this model")
     vectors = np.asarray(vectors, dtype=np.float32)
     if output == "float":
         return vectors
     if output in SCALAR:
-        if ranges is None:
-            raise missing_ranges("this model")
         starts = ranges[0, :]
         steps = (ranges[1, :] - ranges[0, :]) / 255
         steps = np.where(steps == 0, 1, steps)

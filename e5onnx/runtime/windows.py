@@ -28,12 +28,14 @@ import numpy as np
 from ..config import WINDOW_OVERLAP
 
 
-def stride_of(capacity, overlap=WINDOW_OVERLAP):
-    """Tokens between window starts for ``capacity`` text tokens per window (>= 1)."""
+def stride_of(capacity, overlap=None):
+    """Tokens between window starts for ``capacity`` text tokens per window (>= 1); ``overlap`` defaults to
+    :data:`~e5onnx.config.WINDOW_OVERLAP`."""
+    overlap = WINDOW_OVERLAP if overlap is None else overlap
     return max(1, capacity - int(capacity * overlap))
 
 
-def window_starts(length, capacity, overlap=WINDOW_OVERLAP):
+def window_starts(length, capacity, overlap=None):
     """Start offsets of the windows over ``length`` text tokens, ``capacity`` per window.
 
     Returns:
@@ -45,7 +47,7 @@ def window_starts(length, capacity, overlap=WINDOW_OVERLAP):
     return starts
 
 
-def split(ids, head, tail, prefixes, max_length, overlap=WINDOW_OVERLAP):
+def split(ids, head, tail, prefixes, max_length, overlap=None):
     """The rows of one text: ``[ids]`` when it fits, else its windows (see the module docstring).
 
     Args:
