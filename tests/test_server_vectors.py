@@ -2,14 +2,16 @@
 Embedder, with the unmodified openai client; and what a model folder without ranges answers."""
 
 import base64
+import concurrent.futures
 
+import httpx
 import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason="the server extra is not installed (pip install 'e5onnx[server]')")
 pytest.importorskip("httpx")
 
-from test_server import TIMEOUT, _good, _serve  # noqa: E402
+from test_server import TIMEOUT, _Fake, _good, _serve, _until  # noqa: E402
 
 from e5onnx.runtime import Embedder  # noqa: E402
 
@@ -102,3 +104,34 @@ def test_a_model_without_ranges_answers_400_for_int8_and_serves_the_rest(tiny_ex
         _good(running)
     finally:
         running.stop()
+
+
+def test_queued_windowed_and_plain_requests_share_calls_and_get_their_own_vectors(embedder):
+    """Inference is held until 8 requests are admitted, so the 7 queued behind the first are merged into one call
+    whose rows mix windows and whole texts; each request gets exactly its own texts' vectors."""
+    fake = _Fake(embedder)
+    running = _serve(fake)
+    bodies = [{"input": [LONG * (1 + i % 3), "paris"][: 1 + i % 2], "truncate": "windows"} if i % 2 else
+              {"input": ["hello world", f"city {i}"], "truncate": True, "encoding_format": "binary"} for i in range(8)]
+    try:
+        def client(body):
+            with httpx.Client(base_url=running.url, timeout=TIMEOUT) as c:
+                return c.post("/v1/embeddings", json=body)
+        fake.shut()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(client, body) for body in bodies]
+            _until(lambda: len(running.state.batcher._queue) == 7, "7 requests are queued behind the held one")
+            fake.gate.set()
+            results = [f.result(TIMEOUT) for f in futures]
+    finally:
+        fake.gate.set()
+        running.stop()
+    assert [len(call) for call in fake.calls] == [1, 7]  # the first alone (held), then the 7 queued in one call
+    for body, r in zip(bodies, results):
+        assert r.status_code == 200, r.text
+        got = [d["embedding"] for d in r.json()["data"]]
+        if body["truncate"] == "windows":
+            want = embedder.embed(body["input"], truncate="windows")
+            assert np.abs(np.array(got) - want).max() <= 1e-6
+        else:
+            assert got == embedder.embed(body["input"], output="binary").tolist()
