@@ -14,7 +14,11 @@ follows sentence-transformers' ``semantic_search_faiss`` / ``semantic_search_use
   (faiss ``IndexFlatIP``);
 - binary / ubinary: Hamming distance between the packed query and documents; then, as sentence-transformers'
   rescoring, the ``rescore_multiplier x 10`` nearest by Hamming are re-ranked by the dot product of the float
-  query with each candidate's unpacked bits (0/1), for multipliers 2 (sentence-transformers' default) and 4;
+  query with each candidate's bits (0/1), for multipliers 2 (sentence-transformers' default) and 4. The bits
+  are the vector's sign bits for both forms (binary bytes are ``ubinary - 128``). sentence-transformers'
+  ``semantic_search_usearch`` unpacks a *binary* corpus's int8 bytes as they are (``astype(np.uint8)``), so its
+  rescoring sees the most significant bit of every byte inverted; this benchmark rescores with the true bits, and
+  shows that quirk's effect in one row of its own;
 - for comparison, int8 with the ranges taken from the SciFact corpus vectors themselves (sentence-transformers'
   ``calibration_embeddings``), instead of the model's fixed ones.
 
@@ -44,11 +48,17 @@ def hamming(queries, docs):
     return np.stack([np.bitwise_count(row ^ d).sum(axis=1, dtype=np.int32) for row in q])
 
 
-def rescored(distances, float_queries, packed_docs, multiplier):
+def sign_bits(packed):
+    """``(n, 8 x bytes)`` uint8 0/1: the bits of ubinary bytes, or of binary ones (``ubinary - 128``, undone)."""
+    packed = packed.view(np.uint8) ^ np.uint8(0x80) if packed.dtype == np.int8 else packed
+    return np.unpackbits(packed, axis=1)
+
+
+def rescored(distances, float_queries, packed_docs, multiplier, bits=None):
     """Scores where only the ``multiplier x K`` nearest documents by Hamming count: the float query's dot product
-    with each candidate's bits (0/1); every other document ``-inf``."""
+    with each candidate's bits (0/1; default their sign bits); every other document ``-inf``."""
     scores = np.full(distances.shape, -np.inf)
-    bits = np.unpackbits(packed_docs.view(np.uint8), axis=1)[:, :float_queries.shape[1]].astype(np.float32)
+    bits = (sign_bits(packed_docs) if bits is None else bits)[:, :float_queries.shape[1]].astype(np.float32)
     for i, row in enumerate(distances):
         candidates = np.argsort(row, kind="stable")[:multiplier * K]
         scores[i, candidates] = bits[candidates] @ float_queries[i]
@@ -75,13 +85,18 @@ def run(model, data, threads):
         rows.append((form, "Hamming", ndcg(-distances)))
         for m in MULTIPLIERS:
             rows.append((form, f"Hamming, then rescored ×{m}", ndcg(rescored(distances, q, db, m))))
+        if form == "binary":  # sentence-transformers' usearch rescoring unpacks the offset bytes as they are
+            raw = np.unpackbits(db.astype(np.uint8), axis=1)
+            rows.append((form, "Hamming, then rescored ×2 as sentence-transformers' usearch path does (bytes "
+                               "unpacked with their -128 offset)", ndcg(rescored(distances, q, db, 2, raw))))
     own = np.vstack([d.min(axis=0), d.max(axis=0)]).astype(np.float32)
     qo, do = quantize(q, "int8", own).astype(np.int32), quantize(d, "int8", own).astype(np.int32)
     rows.append(("int8", "dot product, ranges from the SciFact corpus itself", ndcg(qo @ do.T)))
     out = [{"form": f, "scoring": s, "ndcg_at_10": v, "bytes_per_vector": vector_bytes(e.dim, f)} for f, s, v in rows]
     for row in out:
         print(f"{row['form']:8} {row['scoring']:50} {row['ndcg_at_10']:.2f} {row['bytes_per_vector']} B", flush=True)
-    return {"model": str(model), "variant": "fp32", "max_length": e.max_length, "dim": e.dim, "documents": len(docs),
+    return {"model": str(model), "source": e.manifest.source.id, "variant": "fp32", "max_length": e.max_length,
+            "dim": e.dim, "documents": len(docs),
             "queries": len(queries), "embed_seconds": seconds, "ranges": {k: v for k, v in e.manifest.embedding_ranges
                                                                           .items() if k not in ("min", "max")},
             "forms": out, "environment": environment(threads)}
@@ -91,7 +106,7 @@ def markdown(r):
     """The README table of a run (``benchmarks/readme_tables.py`` renders the same)."""
     env, base = r["environment"], r["forms"][0]
     lines = [f"`benchmarks/scifact_compact.py`, SciFact test ({r['documents']:,} documents, {r['queries']} queries, "
-             f"MTEB protocol, exact search), {Path(r['model']).name} fp32, max length {r['max_length']}, "
+             f"MTEB protocol, exact search), {Path(r.get('source') or r['model']).name} fp32, max length {r['max_length']}, "
              f"{r['dim']} dims; int8/uint8 ranges: the model's fixed ones ({r['ranges']['texts']} built-in "
              f"calibration texts) unless said; {env['cpu']['model']}, {env['date'][:10]}:", "",
              "| form | scoring | nDCG@10 ×100 | of float | bytes per vector |", "|---|---|---|---|---|"]

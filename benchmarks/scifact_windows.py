@@ -70,7 +70,8 @@ def run(model, max_length, overlaps, data, threads):
                      "default": overlap == WINDOW_OVERLAP, "ndcg_at_10": ndcg, "document_tokens": tokens,
                      "seconds": seconds})
         print(f"{name}: nDCG@10 {ndcg:.2f}, {tokens:,} tokens, {seconds:.0f} s", flush=True)
-    return {"model": str(model), "variant": "fp32", "max_length": max_length, "documents": len(docs),
+    return {"model": str(model), "source": full.manifest.source.id, "variant": "fp32", "max_length": max_length,
+            "documents": len(docs),
             "queries": len(queries), "overflowing": int((lengths > max_length).sum()),
             "document_tokens_median": float(np.median(lengths)), "document_tokens_p90": float(np.percentile(lengths, 90)),
             "document_tokens_max": int(lengths.max()), "runs": rows, "environment": environment(threads)}
@@ -81,7 +82,7 @@ def markdown(r):
     env = r["environment"]
     base = r["runs"][0]["ndcg_at_10"]
     lines = [f"`benchmarks/scifact_windows.py`, SciFact test ({r['documents']:,} documents, {r['queries']} queries, "
-             f"MTEB protocol), {Path(r['model']).name} fp32, max length {r['max_length']}: "
+             f"MTEB protocol), {Path(r.get('source') or r['model']).name} fp32, max length {r['max_length']}: "
              f"{r['overflowing']:,} documents ({r['overflowing'] / r['documents']:.0%}) are longer (document tokens "
              f"median {r['document_tokens_median']:.0f}, p90 {r['document_tokens_p90']:.0f}, max "
              f"{r['document_tokens_max']:,}); {env['cpu']['model']}, {env['threads']} threads, {env['date'][:10]}:",
