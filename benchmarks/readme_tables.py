@@ -14,6 +14,8 @@ and comes from one results file:
 - ``server``: ``results/server-e5-small-shaped-int8/results.json`` (``serve_load.py``);
 - ``corpus``: ``results/corpus-scifact/results.json`` (``corpus_scifact.py``: one process vs Ray, resume);
 - ``family``: ``results/family/results.json`` (``family.py``: the e5 family at its published configs).
+- ``windows``: ``results/scifact-windows-minilm/results.json`` (``scifact_windows.py``: truncation vs windows);
+- ``compact``: ``results/scifact-compact-minilm/results.json`` (``scifact_compact.py``: each output vector form).
 
 Published scores (MTEB, ``../shared/README.md``): all-MiniLM-L6-v2 STSBenchmark 82.03, SciFact 64.51.
 """
@@ -133,19 +135,21 @@ def corpus(r):
     return markdown(r).rstrip("\n").split("\n")
 
 
-def family(r):
-    """Markdown of ``family.py``'s run: the same text it writes to its results.md."""
-    sys.path.insert(0, str(HERE))
-    from family import markdown
-
-    return markdown(r).rstrip("\n").split("\n")
+def _script_markdown(module):
+    """The renderer of a benchmark script that writes its own results.md: the README shows the same text."""
+    def render(r):
+        sys.path.insert(0, str(HERE))
+        return __import__(module).markdown(r).rstrip("\n").split("\n")
+    return render
 
 
 SOURCES = {"quality": (RESULTS / "all-MiniLM-L6-v2" / "results.json", quality),
            "speed": (RESULTS / "e5-small-shaped" / "results.json", speed),
            "server": (RESULTS / "server-e5-small-shaped-int8" / "results.json", server),
            "corpus": (RESULTS / "corpus-scifact" / "results.json", corpus),
-           "family": (RESULTS / "family" / "results.json", family)}
+           "family": (RESULTS / "family" / "results.json", _script_markdown("family")),
+           "windows": (RESULTS / "scifact-windows-minilm" / "results.json", _script_markdown("scifact_windows")),
+           "compact": (RESULTS / "scifact-compact-minilm" / "results.json", _script_markdown("scifact_compact"))}
 
 
 def render(text):

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from .cli_parser import build_parser
-from .config import ParityTolerances
+from .config import OUTPUT_FORMS, ParityTolerances
 from .errors import E5OnnxError, InvalidInputError
 from .textfile import read_numbered_texts
 
@@ -52,7 +52,8 @@ def _cmd_verify(args):
 
 def _summary(manifest):
     """What ``e5onnx info`` prints: the model type, the recipe, which variant ``auto`` picks here and why not the
-    others, each variant's file, size (bytes), parity figures and (int8) gate and weight form."""
+    others, each variant's file, size (bytes), parity figures and (int8) gate and weight form, and the output
+    vector forms the folder can give (int8 / uint8 only with recorded ranges)."""
     reasons = dict(manifest.usable_variants())
     variants = {}
     for name, v in manifest.variants.items():
@@ -74,6 +75,7 @@ def _summary(manifest):
         "pooling": manifest.record.get("pooling"), "normalization": manifest.record.get("normalization"),
         "prefixes": manifest.prefixes, "opset": manifest.record.get("opset"),
         "auto_variant": manifest.choose_variant("auto"), "variants": variants,
+        "output_forms": [f for f in OUTPUT_FORMS if manifest.embedding_ranges or f not in ("int8", "uint8")],
         "created_at": manifest.record.get("created_at"),
     }
 
@@ -107,7 +109,8 @@ def _cmd_embed(args):
     embedder = Embedder.load(args.folder, variant=args.variant, threads=args.threads)
     embed = embedder.embed_queries if args.query else embedder.embed_passages if args.passage else embedder.embed
     try:
-        vectors = embed(texts, args.batch_size, truncate=not args.no_truncate)
+        truncate = "windows" if args.windows else not args.no_truncate
+        vectors = embed(texts, args.batch_size, truncate=truncate, output=args.vectors)
     except InvalidInputError as exc:
         if exc.index is None or lines is None:
             raise
@@ -120,7 +123,7 @@ def _cmd_embed(args):
             write_npy_atomic(output, vectors)
         except OSError as exc:
             raise InvalidInputError(f"cannot write --output {args.output!r}: {exc.strerror or exc}") from None
-        print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 to {args.output}", file=sys.stderr)
+        print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} {vectors.dtype} to {args.output}", file=sys.stderr)
     else:
         out = sys.stdout
         for i, row in enumerate(vectors):

@@ -151,7 +151,8 @@ def _add_embed(sub):
                         "one JSON object with a 'text' string (or a JSON string) per line, blank lines skipped, "
                         "duplicate keys refused")
     p.add_argument("--jsonl", action="store_true", help="read --input as JSON lines whatever its name")
-    p.add_argument("--output", "-o", metavar="X.npy", help="write an (n, dim) float32 .npy instead of JSON lines")
+    p.add_argument("--output", "-o", metavar="X.npy",
+                   help="write an (n, dim) .npy (float32, or the --vectors form's dtype) instead of JSON lines")
     p.add_argument("--variant", default=C.DEFAULT_VARIANT, choices=_VARIANT_CHOICES,
                    help=f"default {C.DEFAULT_VARIANT}")
     kind = p.add_mutually_exclusive_group()
@@ -160,7 +161,13 @@ def _add_embed(sub):
     p.add_argument("--batch-size", type=whole(1), default=C.DEFAULT_BATCH_SIZE,
                    help=f"texts per forward pass (default {C.DEFAULT_BATCH_SIZE})")
     p.add_argument("--threads", type=_THREADS, help="inference threads (default: the CPUs this process may use)")
-    p.add_argument("--no-truncate", action="store_true", help="refuse texts over max length instead of cutting")
+    long = p.add_mutually_exclusive_group()
+    long.add_argument("--no-truncate", action="store_true", help="refuse texts over max length instead of cutting")
+    long.add_argument("--windows", action="store_true",
+                      help="embed a text over max length whole, as overlapping windows (token-weighted mean)")
+    p.add_argument("--vectors", choices=C.OUTPUT_FORMS, default="float",
+                   help="vector form: float (default); int8 / uint8 (fixed ranges from the export); binary / "
+                        "ubinary (8 dimensions per byte)")
     return p
 
 

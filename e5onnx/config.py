@@ -64,6 +64,23 @@ TOKENIZE_CHUNK = 4096
 #: megabyte text is cut at a space near ``CHARS_PER_TOKEN_BUDGET * max_length`` characters first
 #: (:meth:`e5onnx.runtime.tokenizer.TextTokenizer._head`: exactly the same ids).
 CHARS_PER_TOKEN_BUDGET = 32
+
+# Long texts as windows (``truncate="windows"``, :mod:`e5onnx.runtime.windows`).
+#: What ``truncate`` accepts besides True / False: embed a text over max length as overlapping windows.
+TRUNCATE_WINDOWS = "windows"
+#: Fraction of a window's text tokens (max length minus the special tokens and the e5 prefix, which every window
+#: repeats) that the next window repeats: overlap = floor(capacity x this), stride = capacity - overlap. At max
+#: length 512 with ``passage: `` (capacity 508): overlap 127, stride 381 tokens.
+WINDOW_OVERLAP = 0.25
+#: Longest text ``truncate="windows"`` accepts, in tokens (special tokens included): about 4 MB of English, a few
+#: minutes on 2 cores; bounds the memory of one text's windows. Longer: a TextError naming the text.
+WINDOW_MAX_TOKENS = 1 << 20
+
+#: Output vector forms (``embed(..., output=...)``, the server's ``encoding_format``), sentence-transformers'
+#: ``quantize_embeddings`` precisions: float32; scalar int8 / uint8 with fixed per-dimension ranges recorded at
+#: export; binary (int8) / ubinary (uint8) with 8 dimensions per byte (``numpy.packbits``, big-endian bits).
+OUTPUT_FORMS = ("float", "int8", "uint8", "binary", "ubinary")
+
 #: ``variant`` when none is asked for: the fastest variant whose recorded checks passed on this CPU.
 DEFAULT_VARIANT = "auto"
 

@@ -46,6 +46,11 @@ def test_typed_fields_of_an_export(tiny_export):
     (lambda m: m["source"]["weights"].update({"w.bin": {"size": 1}}), "source['weights']['w.bin'] must have a sha256"),
     (lambda m: m["tolerances"].update(int8_min_cosine=2), "tolerance int8_min_cosine must be a number from -1 to 1"),
     (lambda m: m.update(embedding_dim=True), "embedding_dim must be a whole number >= 1, got True"),
+    (lambda m: m["embedding_ranges"]["min"].pop(), "embedding_ranges['min'] must be a list of 32 finite numbers"),
+    (lambda m: m["embedding_ranges"]["max"].__setitem__(3, float("nan")),
+     "embedding_ranges['max'] must be a list of 32 finite numbers (embedding_dim)"),
+    (lambda m: m["embedding_ranges"]["min"].__setitem__(5, 2.0), "embedding_ranges: min > max at dimension 5"),
+    (lambda m: m.update(embedding_ranges=[0, 1]), "embedding_ranges must be an object"),
 ])
 def test_each_malformed_field_is_named(tiny_export, edit, message):
     data = _data(tiny_export)

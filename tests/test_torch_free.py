@@ -1,5 +1,6 @@
 """The runtime never imports torch, transformers or optimum: checked in a fresh interpreter, for every variant
-(bf16 through OpenVINO too), for a local folder and for a Hub repo id read from an offline HF cache."""
+(bf16 through OpenVINO too), for a local folder and for a Hub repo id read from an offline HF cache; each run also
+embeds long texts as windows and gives every compact output form."""
 
 import json
 import shutil
@@ -23,6 +24,9 @@ except ModuleNotFoundError as exc:
 e = Embedder.load(sys.argv[1], variant=sys.argv[2], threads=1)
 v = e.embed(["query: hello", "passage: world", ""])
 e.tokens(["query: hello"]), e.embed_token_ids(e.tokenize(["hello"]))  # the token-level paths too
+w = e.embed_passages(["paris " * 400, "x"], truncate="windows")  # long texts as windows
+forms = [e.embed(["hello"], output=f).dtype.name for f in ("int8", "uint8", "binary", "ubinary")]
+assert w.shape == (2, v.shape[1]) and forms == ["int8", "uint8", "int8", "uint8"], (w.shape, forms)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum"))
 print(json.dumps({"shape": list(v.shape), "heavy": heavy, "variant": e.variant,
                   "hub": "huggingface_hub" in sys.modules, "openvino": "openvino" in sys.modules}))

@@ -48,6 +48,7 @@ from ..runtime.session import max_threads
 from . import graph
 from .int8_gate import build_int8
 from .parity import ReferenceBattery, check_report, format_report, run_parity
+from .ranges import embedding_ranges
 from .skip_layer_norm import split_file
 from .source import read_config, resolve_source
 from .support import check_max_length, check_supported, default_max_length, position_limit
@@ -239,11 +240,12 @@ _ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidde
                       "pooling_config", "tokenizer")
 
 
-def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, tolerances, seconds):
+def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, tolerances, seconds, ranges=None):
     """The :class:`~e5onnx.runtime.manifest.Manifest` of a finished export folder (every file in it is hashed).
 
     ``variants``: ``{name: entry}`` as the export built them (``file``, ``parity``, ``quantization``,
-    ``optimization``, bf16's backend fields).
+    ``optimization``, bf16's backend fields); ``ranges``: the ``embedding_ranges`` record
+    (:func:`~e5onnx.export.ranges.embedding_ranges`).
     """
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     typed = {name: Variant(name, entry["file"], entry.get("parity", {}), entry.get("quantization"),
@@ -258,6 +260,7 @@ def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, t
                 "architecture": {k: config.get(k) for k in _ARCHITECTURE_KEYS}, "pooling": "mean",
                 "normalization": "l2", "output": OUTPUT_NAME, "opset": graph.opset_of(folder / VARIANT_FILES["fp32"]),
                 "environment": environment(), "export_seconds": round(seconds, 1)},
+        embedding_ranges=ranges,
     )
 
 
@@ -330,12 +333,14 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
                 entry.update(precision_effective=embedder.encoder.precision, cpu_kind=cpu_kind(),
                              openvino=package_versions(["openvino"])["openvino"])
             report[name] = entry["parity"] = run_parity(embedder, ref, name, tolerances)
+            if name == "fp32":  # int8 / uint8 output vectors: fixed ranges from the fp32 graph
+                ranges = embedding_ranges(embedder)
             del embedder  # one session at a time
         for line in format_report(report):
             log.info("%s", line)
 
         manifest = _manifest(tmp, source, config, dim, max_length, pad_token_id, variants, tolerances,
-                             time.perf_counter() - started)
+                             time.perf_counter() - started, ranges)
         check_report(report)
         manifest.write(tmp)
         _place(tmp, output, force)

@@ -2,6 +2,7 @@
 
 import operator
 
+from ..config import OUTPUT_FORMS, TRUNCATE_WINDOWS
 from ..errors import InvalidInputError
 
 
@@ -35,3 +36,27 @@ def flag(name, value):
     if type(value).__name__ not in ("bool", "bool_"):
         raise InvalidInputError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def truncation(value):
+    """Return ``value`` if it is a ``truncate`` setting: True (cut), False (refuse) or ``"windows"``.
+
+    Raises:
+        InvalidInputError: anything else (``"window"``, ``"yes"``, 1), naming the allowed values.
+    """
+    if type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    if isinstance(value, str) and value == TRUNCATE_WINDOWS:
+        return TRUNCATE_WINDOWS
+    raise InvalidInputError(f"truncate must be True, False or {TRUNCATE_WINDOWS!r}, got {value!r}")
+
+
+def output_form(value):
+    """Return ``value`` if it is an output vector form (:data:`~e5onnx.config.OUTPUT_FORMS`).
+
+    Raises:
+        InvalidInputError: anything else, naming the allowed forms.
+    """
+    if not isinstance(value, str) or value not in OUTPUT_FORMS:
+        raise InvalidInputError(f"output must be one of {', '.join(OUTPUT_FORMS)}, got {value!r}")
+    return value

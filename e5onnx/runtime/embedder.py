@@ -12,16 +12,18 @@ from ..config import (
     TOKENIZE_CHUNK,
     VARIANT_BACKENDS,
 )
-from ..errors import E5OnnxError, InvalidInputError, ModelFolderError, TextError
-from .arguments import flag, whole_number
+from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
+from . import vectors as forms
+from .arguments import flag, truncation, whole_number
 from .folder import resolve_model
 from .packing import plan_passes
 from .pooling import l2_normalize, mean_pool
-from .prepared import KINDS, Prepared, parts_of
+from .prepared import Prepared, parts_of, prepare_texts
 from .session import OnnxEncoder
-from .texts import add_prefix, as_list, as_text_list, text_problem
+from .texts import as_list, as_text_list
 from .tokenizer import TextTokenizer
 from .tokens import TokenLevel
+from .windows import combine
 
 
 class Embedder(TokenLevel):
@@ -39,6 +41,8 @@ class Embedder(TokenLevel):
         variant: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"bf16"``.
         query_prefix, passage_prefix: what :meth:`embed_queries` / :meth:`embed_passages` add.
         manifest: the model folder's :class:`~e5onnx.runtime.manifest.Manifest`, or ``None``.
+        embedding_ranges: ``(2, dim)`` float32 per-dimension min and max for int8 / uint8 output (the manifest's
+            ``embedding_ranges``), or None (an older export, or no manifest).
 
     Args:
         model_path: the ``.onnx`` file.
@@ -84,6 +88,7 @@ class Embedder(TokenLevel):
             ids, mask = self._tokenizer.pad(self._tokenizer.encode([""]), self.encoder.id_dtype)
             dim = int(self.encoder.run(ids, mask).shape[-1])
         self.dim = int(dim)
+        self.embedding_ranges = forms.ranges_array(manifest.embedding_ranges, self.dim) if manifest else None
 
     @classmethod
     def load(cls, model, variant="auto", threads=None, *, revision=None, max_length=None, verify=True):
@@ -137,8 +142,10 @@ class Embedder(TokenLevel):
             kind: ``"query"`` (adds :attr:`query_prefix`), ``"passage"`` (adds :attr:`passage_prefix`), or None
                 (texts as given); a text that already starts with the prefix keeps it
                 (:func:`~e5onnx.runtime.texts.has_prefix`).
-            truncate: cut a text over :attr:`max_length` tokens to its first ``max_length``, specials included
-                (``[CLS]`` + 510 word pieces + ``[SEP]``; XLM-R: ``<s>`` ... ``</s>``) (default), or refuse it.
+            truncate: cut a text over :attr:`max_length` tokens to ``[CLS]``, its first ``max_length - 2`` word
+                pieces and ``[SEP]`` (XLM-R: ``<s>`` ... ``</s>``) (default, True); refuse it (False); or
+                ``"windows"``: embed it whole as overlapping windows of at most :attr:`max_length` tokens, each with
+                the e5 prefix, combined by their token-weighted mean (:mod:`~e5onnx.runtime.windows`; a text that fits is one row, as with True).
 
         Returns:
             a :class:`~e5onnx.runtime.prepared.Prepared` of ``len(texts)`` texts.
@@ -147,38 +154,22 @@ class Embedder(TokenLevel):
             InvalidInputError: ``texts`` is not a str or an ordered iterable of them (None, bytes, a dict, a
                 set), or a bad ``kind`` or ``truncate``.
         """
-        return self._prepare(as_list(texts), kind, flag("truncate", truncate))
+        return self._prepare(as_list(texts), kind, truncation(truncate))
 
     def _prepare(self, texts, kind, truncate, first_index=0, checked=False):
         """:meth:`prepare` on a list; error indices count from ``first_index``; ``checked``: every item is already
         a valid ``str`` (:func:`~e5onnx.runtime.texts.as_text_list`), so it is not checked again."""
-        if kind not in KINDS:
-            raise InvalidInputError(f"kind must be 'query', 'passage' or None, got {kind!r}")
-        errors, good = [], list(range(len(texts)))
-        if not checked:
-            problems = [(i, text_problem(t)) for i, t in enumerate(texts)]
-            errors = [TextError(first_index + i, reason) for i, reason in problems if reason]
-            good = [i for i, reason in problems if not reason]
-        chosen = [texts[i] for i in good]
-        if kind is not None:
-            chosen = add_prefix(chosen, self.query_prefix if kind == "query" else self.passage_prefix)
-        ids = [[] for _ in texts]
-        for i, row in zip(good, self._tokenizer.encode(chosen, truncate)):
-            if len(row) > self.max_length:  # only when truncate is off
-                errors.append(TextError(first_index + i, f"{len(row)} tokens, over max_length {self.max_length}, "
-                                                         "and truncation is off"))
-            else:
-                ids[i] = row
-        errors.sort(key=lambda e: e.index)
-        return Prepared(ids, tuple(errors), kind, self._tokenizer)
+        prefixes = {"query": self.query_prefix, "passage": self.passage_prefix}
+        return prepare_texts(self._tokenizer, texts, kind, truncate, prefixes, first_index, checked)
 
     def run(self, prepared, normalize=True, batch_size=DEFAULT_BATCH_SIZE, token_budget=None):
         """Embed what :meth:`prepare` made: run the graph, masked mean pooling, L2 normalisation.
 
-        Several Prepared (e.g. queued requests) are run together: their texts are sorted by length and packed
-        greedily into forward passes of at most ``batch_size`` texts and ``token_budget`` padded tokens
-        (:func:`~e5onnx.runtime.packing.plan_passes`); each gets its own vectors back. Vectors do not depend on
-        the packing beyond float rounding. The ids are not checked again: this Embedder's tokenizer made them.
+        Several Prepared (e.g. queued requests) are run together: their rows (a text's windows are several rows)
+        are sorted by length and packed greedily into forward passes of at most ``batch_size`` rows and
+        ``token_budget`` padded tokens (:func:`~e5onnx.runtime.packing.plan_passes`); each gets its own vectors
+        back, one per text. Vectors do not depend on the packing beyond float rounding. The ids are not checked
+        again: this Embedder's tokenizer made them.
 
         Args:
             prepared: a :class:`~e5onnx.runtime.prepared.Prepared` from this Embedder, or a list of them.
@@ -214,23 +205,26 @@ class Embedder(TokenLevel):
         pooled = self._embed_rows(rows, batch_size, first_index, normalize=False, token_budget=token_budget)
         out, start = [], 0
         for part, norm in zip(parts, flags):
-            vectors = pooled[start:start + len(part)]
+            vectors = pooled[start:start + len(part.input_ids)]
+            if part.windows is not None:
+                vectors = combine(vectors, part.row_counts, part.windows)
             out.append(l2_normalize(vectors) if norm else vectors)
-            start += len(part)
+            start += len(part.input_ids)
         return out
 
     def tokenize(self, texts, truncate=True):
         """Token ids of each text exactly as :meth:`embed` feeds them (special tokens included).
 
         Returns:
-            list of lists of int, one per text.
+            list of lists of int, one per text; with ``truncate="windows"``, one list of rows (its windows, or
+            its one row) per text.
 
         Raises:
             InvalidInputError: as :meth:`embed`.
         """
         prepared = self.prepare(texts, truncate=truncate)
         prepared.raise_errors()
-        return prepared.input_ids
+        return prepared.rows_of_texts() if truncate == "windows" else prepared.input_ids
 
     def pad(self, rows, dtype=np.int64):
         """The graph's inputs for token-id rows (from :meth:`tokenize`), padded to the longest with the pad id.
@@ -241,7 +235,7 @@ class Embedder(TokenLevel):
         """
         return self._tokenizer.pad(rows, dtype)
 
-    def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, token_budget=None):
+    def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, token_budget=None, output="float"):
         """Embed texts as given (no prefix added): :meth:`prepare` then :meth:`run`, in chunks.
 
         Texts are tokenised, sorted by length and packed greedily into forward passes of at most
@@ -249,58 +243,81 @@ class Embedder(TokenLevel):
         the pass; a longer text runs alone), see :func:`plan_passes`; results come back in input order and
         do not depend on the packing beyond float rounding. A text over :attr:`max_length` tokens is
         truncated to ``[CLS]``, its first ``max_length - 2`` word pieces and ``[SEP]`` (XLM-R: ``<s>``, ``</s>``),
-        or refused when ``truncate=False``. An empty or whitespace-only text is embedded as ``[CLS] [SEP]``. Texts are
-        tokenised :data:`~e5onnx.config.TOKENIZE_CHUNK` at a time, to bound memory on huge inputs.
+        refused when ``truncate=False``, or embedded whole as overlapping windows when ``truncate="windows"``
+        (:mod:`~e5onnx.runtime.windows`). An empty or whitespace-only text is embedded as ``[CLS] [SEP]``.
+        Texts are tokenised :data:`~e5onnx.config.TOKENIZE_CHUNK` at a time, to bound memory on huge inputs.
 
         Args:
             texts: a ``str`` (one text) or an iterable of ``str``.
-            batch_size: most texts per forward pass, a positive int.
-            truncate: cut over-long texts (default) or refuse them.
+            batch_size: most rows (texts, or windows of long texts) per forward pass, a positive int.
+            truncate: cut over-long texts (default True), refuse them (False), or ``"windows"``.
             token_budget: most padded tokens per forward pass, a positive int (default
                 :data:`~e5onnx.config.TOKEN_BUDGET`); ``batch_size * max_length`` runs each ``batch_size``
                 texts as one padded pass (the export's batch-invariance checks do).
+            output: the vectors' form (:mod:`~e5onnx.runtime.vectors`): ``"float"`` (default), ``"int8"`` or
+                ``"uint8"`` (scalar, with the manifest's fixed ranges), ``"binary"`` or ``"ubinary"`` (8 dims a byte).
 
         Returns:
-            ``(n, dim)`` float32 (dim 384 for e5-small), each row of unit L2 norm; ``(0, dim)`` for no texts.
+            ``(n, dim)`` float32 (dim 384 for e5-small), each row of unit L2 norm, ``(0, dim)`` for no texts;
+            ``(n, dim)`` int8 / uint8, or ``(n, ceil(dim / 8))`` int8 (binary) / uint8 (ubinary).
 
         Raises:
-            TextError: a non-``str`` item (``None``, bytes, ...), a lone surrogate, or an over-long text with
-                ``truncate=False``; the message names the index (an InvalidInputError).
-            InvalidInputError: a bad ``texts`` container, ``batch_size`` or ``token_budget``.
+            TextError: a non-``str`` item (``None``, bytes, ...), a lone surrogate, an over-long text with
+                ``truncate=False``, or one over :data:`~e5onnx.config.WINDOW_MAX_TOKENS` with windows; the
+                message names the index (an InvalidInputError).
+            InvalidInputError: a bad ``texts`` container, ``batch_size``, ``token_budget``, ``truncate`` or ``output``.
+            ModelFolderError: ``output`` int8 / uint8 and the model folder records no ranges (an older export:
+                re-export it).
             E5OnnxError: the model produced non-finite values (a broken graph).
         """
-        return self._embed(texts, None, batch_size, truncate, token_budget)
+        return self._embed(texts, None, batch_size, truncate, token_budget, output)
 
-    def _embed(self, texts, kind, batch_size, truncate, token_budget=None):
+    def _embed(self, texts, kind, batch_size, truncate, token_budget=None, output="float"):
         """:meth:`embed` with the ``kind`` prefix, in chunks of :data:`~e5onnx.config.TOKENIZE_CHUNK` texts."""
         texts = as_text_list(texts)  # every item checked before anything is computed
         batch_size = whole_number("batch_size", batch_size)
         if token_budget is not None:
             token_budget = whole_number("token_budget", token_budget)
-        truncate = flag("truncate", truncate)
+        truncate = truncation(truncate)
+        self.check_output(output)
         chunks = range(0, len(texts), TOKENIZE_CHUNK)
-        if not truncate:  # refuse an over-long text before computing anything
+        if truncate is False:  # refuse an over-long text before computing anything
             for start in chunks:
                 self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, False, start, checked=True).raise_errors()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in chunks:
-            prepared = self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, True, start, checked=True)
+            prepared = self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, truncate or True, start, checked=True)
+            prepared.raise_errors()  # windows: a text over WINDOW_MAX_TOKENS
             out[start:start + len(prepared)] = self._run([prepared], [True], batch_size, token_budget, start)[0]
-        return out
+        return self.quantize(out, output)
 
-    def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+    def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, output="float"):
         """Embed search queries: :attr:`query_prefix` (``"query: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
 
         Returns and raises as :meth:`embed`.
         """
-        return self._embed(texts, "query", batch_size, truncate)
+        return self._embed(texts, "query", batch_size, truncate, None, output)
 
-    def embed_passages(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True):
+    def embed_passages(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, output="float"):
         """Embed documents: :attr:`passage_prefix` (``"passage: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
 
         Returns and raises as :meth:`embed`.
         """
-        return self._embed(texts, "passage", batch_size, truncate)
+        return self._embed(texts, "passage", batch_size, truncate, None, output)
+
+    def quantize(self, vectors, output):
+        """``(n, dim)`` float32 unit vectors of this model in form ``output`` (:func:`e5onnx.runtime.vectors.quantize`
+        with :attr:`embedding_ranges`); returns as :meth:`embed`, raises as :meth:`check_output`."""
+        return forms.quantize(vectors, self.check_output(output), self.embedding_ranges)
+
+    def check_output(self, output):
+        """``output`` if it is a form this model can give: int8 / uint8 need :attr:`embedding_ranges`.
+
+        Raises:
+            InvalidInputError: an unknown ``output``. ModelFolderError: int8 / uint8 without ranges (re-export).
+        """
+        where = f"the model folder {str(self.model_path.parent)!r}" if self.manifest else "this Embedder"
+        return forms.usable_form(output, self.embedding_ranges, where)
 
     def _embed_rows(self, rows, batch_size, first_index, normalize=True, token_budget=None):
         """Vectors of valid token-id rows, packed into forward passes by :func:`plan_passes`.

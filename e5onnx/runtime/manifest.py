@@ -28,6 +28,7 @@ from ..errors import IntegrityError, InvalidInputError, ModelFolderError
 from .atomic import write_json_atomic
 from .cache import known_good, remember_good
 from .variants import Host, check_variant_name
+from .vectors import ranges_problem
 
 _CHUNK = 1 << 20
 
@@ -139,6 +140,9 @@ class Manifest:
         source: where the export came from.
         record: what is recorded for people, not read by code (``created_at``, ``architecture``, ``pooling``,
             ``normalization``, ``output``, ``opset``, ``environment``, ``export_seconds``).
+        embedding_ranges: the fixed per-dimension ``min`` / ``max`` (lists of ``embedding_dim`` floats) that int8 /
+            uint8 output vectors use, with how they were measured (:mod:`e5onnx.export.ranges`); None in exports
+            made before they were recorded.
     """
 
     embedding_dim: int
@@ -150,6 +154,7 @@ class Manifest:
     tolerances: ParityTolerances = field(default_factory=ParityTolerances)
     source: Source = field(default_factory=Source)
     record: dict = field(default_factory=dict)
+    embedding_ranges: dict = None
 
     @classmethod
     def read(cls, folder):
@@ -195,6 +200,7 @@ class Manifest:
                 pad_token_id=None if data.get("pad_token_id") is None else _whole(data, "pad_token_id", 0),
                 tolerances=_tolerances(data.get("tolerances", {})), source=_source(data.get("source") or {}),
                 record={k: data[k] for k in _RECORD_KEYS if k in data},
+                embedding_ranges=_ranges(data.get("embedding_ranges"), data["embedding_dim"]),
             )
         except _Malformed as exc:
             raise ModelFolderError(f"{where!r} is malformed: {exc}") from None
@@ -208,9 +214,11 @@ class Manifest:
                "embedding_dim": self.embedding_dim, "max_length": self.max_length, "prefixes": dict(self.prefixes),
                "pad_token_id": self.pad_token_id, "variants": {n: v.to_dict() for n, v in self.variants.items()},
                "tolerances": self.tolerances.as_dict(), "files": {n: vars(r) for n, r in self.files.items()}}
+        if self.embedding_ranges is not None:
+            out["embedding_ranges"] = self.embedding_ranges
         order = ("format", "format_version", "created_at", "source", "architecture", "embedding_dim", "max_length",
                  "pooling", "normalization", "prefixes", "pad_token_id", "output", "opset", "variants", "tolerances",
-                 "environment", "export_seconds", "files")
+                 "embedding_ranges", "environment", "export_seconds", "files")
         return {k: out[k] for k in order if k in out}
 
     def write(self, folder):
@@ -391,6 +399,13 @@ def _prefixes(prefixes):
     if not isinstance(prefixes, dict) or not all(isinstance(prefixes.get(k, ""), str) for k in ("query", "passage")):
         raise _Malformed("prefixes must be an object with 'query' and 'passage' strings")
     return {"query": prefixes.get("query", QUERY_PREFIX), "passage": prefixes.get("passage", PASSAGE_PREFIX)}
+
+
+def _ranges(ranges, dim):
+    problem = ranges_problem(ranges, dim)
+    if problem:
+        raise _Malformed(problem)
+    return ranges
 
 
 def _tolerances(tolerances):

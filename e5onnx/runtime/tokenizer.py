@@ -9,6 +9,7 @@ with ``truncation=True, max_length=N``.
 """
 
 import json
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,20 @@ class TextTokenizer:
             return False
         kept = [end for (_, end), special in zip(encoding.offsets, encoding.special_tokens_mask) if not special]
         return bool(kept) and kept[-1] <= len(head.rstrip())
+
+    @cached_property
+    def special_ids(self):
+        """``(head, tail)``: the special-token ids the tokenizer puts before and after one text (BERT:
+        ``[CLS]`` / ``[SEP]``; XLM-R: ``<s>`` / ``</s>``), read from its post-processor on a one-word text."""
+        enc = self._full.encode("a", add_special_tokens=True)
+        mask = enc.special_tokens_mask
+        first = mask.index(0)
+        last = len(mask) - mask[::-1].index(0)
+        return enc.ids[:first], enc.ids[last:]
+
+    def plain_ids(self, text):
+        """Token ids of ``text`` without special tokens (e.g. an e5 prefix's)."""
+        return self._full.encode(text, add_special_tokens=False).ids
 
     def pad(self, rows, dtype=np.int64):
         """Pad token-id rows to the longest one.

@@ -126,7 +126,7 @@ class Batcher:
         exception per job."""
         try:
             return self.embedder.run([j.prepared for j in jobs], normalize=[j.normalize for j in jobs],
-                                     batch_size=sum(len(j.prepared) for j in jobs))
+                                     batch_size=sum(len(j.prepared.input_ids) for j in jobs))  # rows: windows too
         except Exception as exc:  # noqa: BLE001 - isolate the failing request below
             if len(jobs) > 1:
                 return [self._run([job])[0] for job in jobs]

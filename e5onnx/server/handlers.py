@@ -7,7 +7,7 @@ import base64
 from starlette.responses import JSONResponse, Response
 
 from .. import __version__
-from ..errors import E5OnnxError
+from ..errors import E5OnnxError, ModelFolderError
 from .body import read_body
 from .errors import HTTPError
 from .pipeline import admitted, check_embedding, embed
@@ -23,25 +23,41 @@ async def _body(state, request):
     return parse_json(await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout_s))
 
 
+def _check_form(state, req):
+    """400 before any work when the model cannot give ``req``'s vector form (int8 / uint8 without ranges)."""
+    try:
+        state.embedder.check_output(req.output)
+    except ModelFolderError as exc:
+        raise HTTPError(f"'encoding_format' {req.encoding_format}: {exc}", param="encoding_format") from None
+
+
+def _encoded(state, req, vectors):
+    """Each vector in ``req``'s form: a JSON list (floats, or integers for the compact forms) or base64 of its
+    bytes (float: little-endian float32; int8 / binary: two's complement bytes; uint8 / ubinary: bytes)."""
+    vectors = state.embedder.quantize(vectors, req.output)
+    if req.base64:
+        return [base64.b64encode(v.astype(v.dtype.newbyteorder("<")).tobytes()).decode("ascii") for v in vectors]
+    return vectors.tolist()
+
+
 async def openai_embeddings(request):
-    """``POST /v1/embeddings``: OpenAI's embeddings response (float lists or base64 little-endian float32)."""
+    """``POST /v1/embeddings``: OpenAI's embeddings response, each vector in the ``encoding_format`` asked."""
     state = request.app.state.e5onnx
     req = parse_openai(await _body(state, request), state.embedder.dim, state.settings.max_client_batch_size)
+    _check_form(state, req)
     vectors, tokens = await embed(state, req, "input", request)
-    data = [{"object": "embedding", "index": i,
-             "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
-                           if req.encoding_format == "base64" else v.tolist())}
-            for i, v in enumerate(vectors)]
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(_encoded(state, req, vectors))]
     return JSONResponse({"object": "list", "data": data, "model": state.model_id,
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 async def tei_embed(request):
-    """``POST /embed``: text-embeddings-inference's response, a list of vectors."""
+    """``POST /embed``: text-embeddings-inference's response, a list of vectors (in the ``encoding_format`` asked)."""
     state = request.app.state.e5onnx
     req = parse_tei(await _body(state, request), state.embedder.dim, state.settings.max_client_batch_size)
+    _check_form(state, req)
     vectors, _ = await embed(state, req, "inputs", request)
-    return JSONResponse(vectors.tolist())
+    return JSONResponse(_encoded(state, req, vectors))
 
 
 async def tokenize(request):

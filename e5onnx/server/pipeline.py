@@ -56,7 +56,7 @@ async def embed(state, req, field, request):
 
     Returns:
         ``(vectors, tokens)``: ``(len(req.texts), dim)`` float32 (unit rows when ``req.normalize``), and the real
-        token count, ``[CLS]`` and ``[SEP]`` included.
+        token count, ``[CLS]`` and ``[SEP]`` included (with ``truncate: "windows"``, every window's).
 
     Raises:
         HTTPError: 429 when ``--max-queue`` requests are already admitted; 400 for a text over the max length with
@@ -109,7 +109,8 @@ def _refuse(prepared, req, field, where=None):
     index = (lambda i: i) if where is None else where.__getitem__
     if prepared.errors:
         error = prepared.errors[0]
-        hint = "" if req.truncate or "truncation is off" not in error.reason else "; send truncate: true to cut it"
+        hint = ("" if req.truncate or "truncation is off" not in error.reason
+                else '; send truncate: true to cut it, or "windows" to embed it whole')
         raise HTTPError(f"{field}[{index(error.index)}]: {error.reason}{hint}", param=field)
     empty = [] if req.token_ids else np.flatnonzero(prepared.token_counts <= 2)
     if len(empty):

@@ -1,17 +1,28 @@
 """Parsing and validation of the two request bodies the server accepts, into one :class:`EmbedRequest`.
 
 - OpenAI ``POST /v1/embeddings``: ``input`` (string or non-empty list of strings), ``model``,
-  ``encoding_format`` (``float`` | ``base64``), ``dimensions`` (only the model's width), ``user`` (ignored);
-  extensions ``input_type`` (``query`` | ``passage``: the e5 prefix is added once) and ``truncate``.
-- text-embeddings-inference ``POST /embed``: ``inputs``, ``normalize``, ``truncate``,
-  ``truncation_direction`` (``right`` only), ``prompt_name`` (``query`` | ``passage``), ``dimensions``.
+  ``encoding_format`` (:data:`ENCODING_FORMATS`), ``dimensions`` (only the model's width), ``user`` (ignored);
+  extensions ``input_type`` (``query`` | ``passage``: the e5 prefix is added once) and ``truncate`` (true, false
+  or ``"windows"``).
+- text-embeddings-inference ``POST /embed``: ``inputs``, ``normalize``, ``truncate`` (true, false or
+  ``"windows"``), ``truncation_direction`` (``right`` only), ``prompt_name`` (``query`` | ``passage``),
+  ``dimensions``; extension ``encoding_format`` as on the OpenAI route.
+
+``encoding_format`` names the vector form and how it travels, in one field: ``float`` (JSON numbers) and
+``base64`` (little-endian float32 bytes) are OpenAI's; ``int8``, ``uint8``, ``binary``, ``ubinary`` are the compact
+forms (:mod:`e5onnx.runtime.vectors`) as JSON lists of integers, and ``int8_base64`` ... ``ubinary_base64`` the same
+bytes in base64. One field, not a second one beside OpenAI's: the openai Python client, when its caller gives no
+``encoding_format``, sends ``base64`` and decodes the answer as float32 itself, so a compact form chosen in
+another field would come back as garbage floats; a compact ``encoding_format`` is only ever sent on purpose, and
+the client then returns the answer untouched.
 
 Every refusal is an :class:`~e5onnx.server.errors.HTTPError` (400) naming the field (``param``) and, for a text,
 its index. Decisions (documented in README "Serving"): an empty or whitespace-only string is refused (OpenAI and TEI
 refuse it too; the Python API embeds it as ``[CLS] [SEP]``); unknown fields are refused (a typo such as
 ``encoding-format`` must not be ignored silently), and so is a field given twice in one object (JSON leaves it
 undefined; Python's parser keeps the last). Both embedding routes also take token-id arrays (:mod:`.inputs`),
-embedded as given: no prefix is added to them, so ``input_type`` / ``prompt_name`` is refused with them.
+embedded as given: no prefix is added to them, so ``input_type`` / ``prompt_name`` is refused with them, and so
+is ``truncate: "windows"`` (windows are cut from a text's own tokens, each with its prefix).
 
 - text-embeddings-inference ``POST /tokenize``: ``inputs`` (string or array of strings), ``add_special_tokens``
   (default true), ``prompt_name``; extension ``offset_units`` (``bytes``, TEI's, default | ``chars``).
@@ -20,15 +31,20 @@ embedded as given: no prefix is added to them, so ``input_type`` / ``prompt_name
 import json
 from dataclasses import dataclass
 
+from ..config import OUTPUT_FORMS, TRUNCATE_WINDOWS
 from .errors import HTTPError
 from .inputs import json_kind as _kind
 from .inputs import parse_inputs
 
 OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "input_type", "truncate")
-TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions")
+TEI_FIELDS = ("inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions",
+              "encoding_format")
 TOKENIZE_FIELDS = ("inputs", "add_special_tokens", "prompt_name", "offset_units")
 PROMPTS = ("query", "passage")
 OFFSET_UNITS = ("bytes", "chars")
+#: What ``encoding_format`` accepts on both routes (see the module docstring).
+ENCODING_FORMATS = ("float", "base64", *(f for f in OUTPUT_FORMS if f != "float"),
+                    *(f"{f}_base64" for f in OUTPUT_FORMS if f != "float"))
 
 
 @dataclass
@@ -38,20 +54,31 @@ class EmbedRequest:
     Attributes:
         texts: the texts as given (prefix not yet added), at least one; token-id arrays when :attr:`token_ids`.
         prompt: ``"query"``, ``"passage"`` or None (texts used as given).
-        truncate: cut texts over the model's max length (else they are refused).
+        truncate: True (cut texts over the model's max length), False (refuse them) or ``"windows"``.
         normalize: L2-normalise the vectors (OpenAI route: always).
-        encoding_format: ``"float"`` or ``"base64"`` (little-endian float32, OpenAI's format).
+        encoding_format: one of :data:`ENCODING_FORMATS`.
         model: the ``model`` field as sent (OpenAI route), or None.
         token_ids: :attr:`texts` holds token-id arrays (lists of int, special tokens included), not strings.
     """
 
     texts: list
     prompt: str = None
-    truncate: bool = False
+    truncate: object = False
     normalize: bool = True
     encoding_format: str = "float"
     model: str = None
     token_ids: bool = False
+
+    @property
+    def output(self):
+        """The vector form: ``"float"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"``."""
+        form = self.encoding_format.removesuffix("_base64")
+        return "float" if form == "base64" else form
+
+    @property
+    def base64(self):
+        """True when the vectors travel as base64 of their bytes (float: little-endian float32)."""
+        return self.encoding_format.endswith("base64")
 
 
 @dataclass
@@ -159,6 +186,19 @@ def _bool(obj, field, default):
     return value
 
 
+def _truncate(obj, token_ids):
+    value = obj.get("truncate")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.lower() == TRUNCATE_WINDOWS:
+        if token_ids:
+            raise HTTPError(f"'truncate' \"{TRUNCATE_WINDOWS}\" cannot be used with token ids: windows are cut from a "
+                            "text's own tokens, with its prefix in each; send the text", param="truncate")
+        return TRUNCATE_WINDOWS
+    shown = repr(value) if isinstance(value, str) and len(value) <= 32 else f"a JSON {_kind(value)}"
+    raise HTTPError(f"'truncate' must be true, false or \"{TRUNCATE_WINDOWS}\", got {shown}", param="truncate")
+
+
 def _dimensions(obj, dim):
     value = obj.get("dimensions")
     if value is None:
@@ -182,8 +222,8 @@ def parse_openai(obj, dim, max_texts):
             raise HTTPError(f"'{field}' must be a string, got a JSON {_kind(obj[field])}", param=field)
     _dimensions(obj, dim)
     return EmbedRequest(texts=texts, prompt=_prompt(obj, "input_type", token_ids),
-                        truncate=_bool(obj, "truncate", False),
-                        encoding_format=_choice(obj, "encoding_format", ("float", "base64"), "float"),
+                        truncate=_truncate(obj, token_ids),
+                        encoding_format=_choice(obj, "encoding_format", ENCODING_FORMATS, "float"),
                         model=obj.get("model"), token_ids=token_ids)
 
 
@@ -198,9 +238,14 @@ def parse_tei(obj, dim, max_texts):
         raise HTTPError("'truncation_direction' left is not supported: e5 keeps the start of a text",
                         param="truncation_direction")
     _dimensions(obj, dim)
-    return EmbedRequest(texts=texts, prompt=_prompt(obj, "prompt_name", token_ids),
-                        truncate=_bool(obj, "truncate", False), normalize=_bool(obj, "normalize", True),
-                        token_ids=token_ids)
+    req = EmbedRequest(texts=texts, prompt=_prompt(obj, "prompt_name", token_ids),
+                       truncate=_truncate(obj, token_ids), normalize=_bool(obj, "normalize", True),
+                       encoding_format=_choice(obj, "encoding_format", ENCODING_FORMATS, "float"),
+                       token_ids=token_ids)
+    if not req.normalize and req.output in ("int8", "uint8"):
+        raise HTTPError(f"'encoding_format' {req.encoding_format} needs normalize true: its ranges were calibrated "
+                        "on unit vectors", param="encoding_format")
+    return req
 
 
 def parse_tokenize(obj, max_texts):
