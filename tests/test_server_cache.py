@@ -1,6 +1,6 @@
 """The opt-in result cache (``--cache-entries``): a hit returns the very bytes of the miss; changing any part of
-the key (prefix, truncation, normalisation, output encoding, text or token ids, the model's variant, max length
-or files, a request field added later) misses; LRU eviction within N entries; a request mixing hits and misses
+the key (prefix, truncation and windows, normalisation, text or token ids, the model's variant, max length or
+files, a request field added later) misses; another encoding_format of a cached text is a hit in that form; LRU eviction within N entries; a request mixing hits and misses
 runs only its misses; 24 concurrent clients over a churning cache get their own vectors; off by default."""
 
 import base64
@@ -87,12 +87,12 @@ def test_each_part_of_the_key_misses(cached, embedder):
         ("/v1/embeddings", {"input": text, "input_type": "query"}, embedder.embed_queries([text])),
         ("/v1/embeddings", {"input": text, "input_type": "passage"}, embedder.embed_passages([text])),
         ("/v1/embeddings", {"input": text + "!"}, embedder.embed([text + "!"])),
-        ("/v1/embeddings", {"input": text, "encoding_format": "base64"}, embedder.embed([text])),
         ("/v1/embeddings", {"input": ids}, embedder.embed([text])),
         ("/embed", {"inputs": text, "normalize": False}, embedder.run(embedder.prepare([text]), normalize=False)),
         ("/embed", {"inputs": ids, "normalize": False}, embedder.run(embedder.prepare([text]), normalize=False)),
         ("/v1/embeddings", {"input": [long[:600]], "truncate": True}, embedder.embed([long[:600]])),
         ("/v1/embeddings", {"input": [long[:600]], "truncate": False}, embedder.embed([long[:600]])),
+        ("/v1/embeddings", {"input": [long], "truncate": "windows"}, embedder.embed([long], truncate="windows")),
     ]
     for route, body, want in cases:
         hits, misses = _counts(cached)
@@ -104,6 +104,30 @@ def test_each_part_of_the_key_misses(cached, embedder):
         got = _vectors(_post(cached, route, body))
         assert _counts(cached) == (hits + 1, misses), (route, body)
         assert np.abs(got - want).max() <= 1e-5, (route, body)
+
+
+def test_another_encoding_format_is_a_hit_in_that_form(cached, embedder):
+    """The cache holds float32 vectors; each encoding_format is derived from the cached one after the lookup:
+    the same bytes the runtime gives for that form, with no inference."""
+    texts = ["encoding city one", "encoding city two"]
+    _post(cached, "/v1/embeddings", {"input": texts})
+    calls, (hits, misses) = len(cached.embedder.calls), _counts(cached)
+    for form in ("base64", "int8", "uint8", "binary", "ubinary_base64"):
+        answer = _post(cached, "/v1/embeddings", {"input": texts, "encoding_format": form})
+        name = form.removesuffix("_base64")
+        if name == "base64":
+            got = _vectors(answer)
+            assert np.abs(got - embedder.embed(texts)).max() <= 1e-6
+            continue
+        want = embedder.embed(texts, output=name)
+        if form.endswith("_base64"):
+            got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), want.dtype) for d in answer["data"]])
+        else:
+            got = np.array([d["embedding"] for d in answer["data"]], dtype=want.dtype)
+        assert np.array_equal(got, want), form
+    tei = _post(cached, "/embed", {"inputs": texts, "encoding_format": "int8"})
+    assert np.array_equal(np.array(tei, dtype=np.int8), embedder.embed(texts, output="int8"))
+    assert len(cached.embedder.calls) == calls and _counts(cached) == (hits + 12, misses)
 
 
 def test_the_model_is_part_of_the_key(tiny512_export, embedder):
@@ -126,12 +150,14 @@ def test_the_model_is_part_of_the_key(tiny512_export, embedder):
 
 
 def test_a_request_field_added_later_is_part_of_the_key(embedder):
-    """A new setting (a truncation mode, an output format) splits the cache with no change to the cache code."""
-    Later = dataclasses.make_dataclass("Later", [("output", str, "float")], bases=(EmbedRequest,))  # noqa: N806
+    """A new setting (say, a pooling choice) splits the cache with no change to the cache code."""
+    Later = dataclasses.make_dataclass("Later", [("pooling", str, "mean")], bases=(EmbedRequest,))  # noqa: N806
     cache = ResultCache(4, embedder.dim, model_identity(embedder))
-    keys = {out: cache.keys(Later(texts=["paris"], output=out)) for out in ("float", "int8", "binary")}
+    keys = {p: cache.keys(Later(texts=["paris"], pooling=p)) for p in ("mean", "cls", "max")}
     assert len({k[0] for k in keys.values()}) == 3
     assert cache.keys(Later(texts=["paris"], model="a")) == cache.keys(Later(texts=["paris"], model="b"))
+    assert cache.keys(Later(texts=["paris"], encoding_format="float")) == \
+        cache.keys(Later(texts=["paris"], encoding_format="binary"))  # the form is applied after the lookup
 
 
 def test_a_mixed_request_runs_only_its_misses(cached, embedder):

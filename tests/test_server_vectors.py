@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("starlette", reason="the server extra is not installed (pip install 'e5onnx[server]')")
 pytest.importorskip("httpx")
 
-from test_server import TIMEOUT, _Fake, _good, _serve, _until  # noqa: E402
+from serving import TIMEOUT, Fake, serve, until  # noqa: E402
+from test_server import _good  # noqa: E402
 
 from e5onnx.runtime import Embedder  # noqa: E402
 
@@ -26,7 +27,7 @@ def embedder(tiny_export):
 
 @pytest.fixture(scope="module")
 def server(embedder):
-    running = _serve(embedder)
+    running = serve(embedder)
     yield running
     running.stop()
 
@@ -88,7 +89,7 @@ def test_the_openai_client_gets_compact_forms_only_when_it_asks(server, embedder
 def test_a_model_without_ranges_answers_400_for_int8_and_serves_the_rest(tiny_export):
     old = Embedder.load(tiny_export, variant="fp32", threads=1)
     old.embedding_ranges = None  # as an export made before the ranges were recorded
-    running = _serve(old)
+    running = serve(old)
     try:
         for route, body in (("/v1/embeddings", {"input": "x"}), ("/embed", {"inputs": "x"})):
             for form in ("int8", "uint8_base64"):
@@ -109,8 +110,8 @@ def test_a_model_without_ranges_answers_400_for_int8_and_serves_the_rest(tiny_ex
 def test_queued_windowed_and_plain_requests_share_calls_and_get_their_own_vectors(embedder):
     """Inference is held until 8 requests are admitted, so the 7 queued behind the first are merged into one call
     whose rows mix windows and whole texts; each request gets exactly its own texts' vectors."""
-    fake = _Fake(embedder)
-    running = _serve(fake)
+    fake = Fake(embedder)
+    running = serve(fake)
     bodies = [{"input": [LONG * (1 + i % 3), "paris"][: 1 + i % 2], "truncate": "windows"} if i % 2 else
               {"input": ["hello world", f"city {i}"], "truncate": True, "encoding_format": "binary"} for i in range(8)]
     try:
@@ -120,7 +121,7 @@ def test_queued_windowed_and_plain_requests_share_calls_and_get_their_own_vector
         fake.shut()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(client, body) for body in bodies]
-            _until(lambda: len(running.state.batcher._queue) == 7, "7 requests are queued behind the held one")
+            until(lambda: len(running.state.batcher._queue) == 7, "7 requests are queued behind the held one")
             fake.gate.set()
             results = [f.result(TIMEOUT) for f in futures]
     finally:

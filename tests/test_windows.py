@@ -205,7 +205,7 @@ def test_windows_of_the_e5_wordpiece_tokenizer_match_huggingface():
 
     hf_tok = AutoTokenizer.from_pretrained(str(MINILM))
     ours = TextTokenizer(MINILM / "tokenizer.json", 512)
-    assert ours.special_ids == ([hf_tok.cls_token_id], [hf_tok.sep_token_id])
+    assert ours.framing_ids == ([hf_tok.cls_token_id], [hf_tok.sep_token_id])
     text = " ".join(["Café crème brûlée in Paris — 東京タワー, naïve façades; unbelievably tokenizing!"] * 120)
     prefixes = {"query": "query: ", "passage": "passage: "}
     for kind in ("passage", "query"):

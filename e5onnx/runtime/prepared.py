@@ -139,7 +139,7 @@ def prepare_texts(tokenizer, texts, kind, truncate, prefixes, first_index=0, che
 
 def _windowed(tokenizer, n, good, encoded, errors, kind, prefixes, first_index):
     """The Prepared of ``truncate="windows"``: each good text's untruncated ids split by :func:`windows.split`."""
-    head, tail = tokenizer.special_ids
+    head, tail = tokenizer.framing_ids
     order = [kind] + [k for k in prefixes if k != kind] if kind else list(prefixes)
     candidates = [tokenizer.plain_ids(prefixes[k].strip()) for k in order]
     rows = [[[]] for _ in range(n)]

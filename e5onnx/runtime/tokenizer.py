@@ -130,7 +130,7 @@ class TextTokenizer:
         return bool(kept) and kept[-1] <= len(head.rstrip())
 
     @cached_property
-    def special_ids(self):
+    def framing_ids(self):
         """``(head, tail)``: the special-token ids the tokenizer puts before and after one text (BERT:
         ``[CLS]`` / ``[SEP]``; XLM-R: ``<s>`` / ``</s>``), read from its post-processor on a one-word text."""
         enc = self._full.encode("a", add_special_tokens=True)

@@ -7,9 +7,11 @@ so a text sent again with the same settings is answered without tokenising or ru
    manifest, else hashed at start-up), the variant, the max length, the width and the query/passage prefixes;
 2. the request's settings (:func:`settings_key`): every field of the
    :class:`~e5onnx.server.requests.EmbedRequest` except its inputs and the model name the client sent
-   (:data:`NOT_SETTINGS`): today the prefix kind, ``truncate``, ``normalize``, ``encoding_format`` and whether the
-   inputs are token ids. A field added later (a truncation mode, an output format) is part of the key with no
-   change here;
+   and how the vectors travel (:data:`NOT_SETTINGS`): today the prefix kind, ``truncate`` (windows included),
+   ``normalize`` and whether the inputs are token ids. A field added later is part of the key with no change here.
+   ``encoding_format`` is not: the cache holds the float32 vector and the handler derives the asked form from it
+   (float, base64, int8 ... ubinary, :meth:`~e5onnx.runtime.Embedder.quantize`), so a text asked as float and
+   then as binary is one entry, and the binary bytes are those of the cached vector;
 3. the input: the text's UTF-8 bytes, or the token ids.
 
 A collision of 256-bit digests is not a practical concern; no text is kept in memory.
@@ -35,8 +37,9 @@ from ..errors import InvalidInputError
 from ..runtime.manifest import sha256_file
 
 #: :class:`~e5onnx.server.requests.EmbedRequest` fields that are not settings of the vectors: the inputs
-#: themselves (hashed one by one) and the client's ``model`` string (any string names the served model).
-NOT_SETTINGS = frozenset({"texts", "model"})
+#: themselves (hashed one by one), the client's ``model`` string (any string names the served model) and
+#: ``encoding_format`` (applied to the cached float32 vector after the lookup).
+NOT_SETTINGS = frozenset({"texts", "model", "encoding_format"})
 
 
 def model_identity(embedder):

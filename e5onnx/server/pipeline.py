@@ -109,8 +109,8 @@ def _refuse(prepared, req, field, where=None):
     index = (lambda i: i) if where is None else where.__getitem__
     if prepared.errors:
         error = prepared.errors[0]
-        hint = ("" if req.truncate or "truncation is off" not in error.reason
-                else '; send truncate: true to cut it, or "windows" to embed it whole')
+        hint = ("" if req.truncate or "truncation is off" not in error.reason else "; send truncate: true to cut it"
+                + ("" if req.token_ids else ', or "windows" to embed it whole'))
         raise HTTPError(f"{field}[{index(error.index)}]: {error.reason}{hint}", param=field)
     empty = [] if req.token_ids else np.flatnonzero(prepared.token_counts <= 2)
     if len(empty):
