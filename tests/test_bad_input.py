@@ -498,7 +498,7 @@ def test_numpy_array_of_str_is_accepted(embedder):
 def test_numpy_integer_batch_size_accepted_and_non_bool_truncate_refused(embedder):
     np.testing.assert_allclose(embedder.embed(["a b", "c"], batch_size=np.int64(1)),
                                embedder.embed(["a b", "c"]), atol=1e-6, rtol=0)
-    with pytest.raises(InvalidInputError, match="truncate must be True or False, got 'no'"):
+    with pytest.raises(InvalidInputError, match="truncate must be True, False or 'windows', got 'no'"):
         embedder.embed(["x"], truncate="no")
 
 
@@ -549,5 +549,5 @@ def test_invisible_leading_characters_do_not_defeat_the_prefix_rule(embedder):
 
 
 def test_tokenize_checks_truncate_too(embedder):
-    with pytest.raises(InvalidInputError, match="truncate must be True or False"):
+    with pytest.raises(InvalidInputError, match="truncate must be True, False or 'windows', got 'no'"):
         embedder.tokenize(["a"], truncate="no")

@@ -599,7 +599,8 @@ def test_errors_form_one_hierarchy():
     (lambda m: m.update(tolerances={"foo": 1}), "tolerances must be an object with keys among"),
     (lambda m: m.update(prefixes={"query": 3}), "prefixes must be an object"),
     (lambda m: m.update(pad_token_id=999999), "pad_token_id 999999 is not an id of"),
-    (lambda m: m.update(embedding_dim=768), "outputs 32 dims but the manifest records embedding_dim 768"),
+    (lambda m: (m.update(embedding_dim=768), m.pop("embedding_ranges")),  # ranges must be 768 long too
+     "outputs 32 dims but the manifest records embedding_dim 768"),
 ])
 def test_malformed_manifest_is_a_clear_error(folder, edit, message):
     manifest = _manifest(folder)
