@@ -21,14 +21,25 @@ from ..config import (
     MANIFEST_VERSION,
     PASSAGE_PREFIX,
     QUERY_PREFIX,
-    VARIANT_FILES,
     ParityTolerances,
 )
-from ..errors import IntegrityError, InvalidInputError, ModelFolderError
+from ..errors import IntegrityError, ModelFolderError
 from .atomic import write_json_atomic
 from .cache import known_good, remember_good
+from .manifest_parts import (  # noqa: F401 - FileRecord, Variant and Source are part of this module's API
+    FileRecord,
+    Malformed,
+    Source,
+    Variant,
+    files_of,
+    prefixes_of,
+    ranges_of,
+    source_of,
+    tolerances_of,
+    variants_of,
+    whole,
+)
 from .variants import Host, check_variant_name
-from .vectors import ranges_problem
 
 _CHUNK = 1 << 20
 
@@ -42,83 +53,10 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """sha256 (hex) and size (bytes) of one file of the folder."""
-
-    sha256: str
-    size: int
-
-
 def describe_files(folder, names):
     """``{name: FileRecord}`` for the given files of ``folder`` (hashed now)."""
     folder = Path(folder)
     return {n: FileRecord(sha256_file(folder / n), (folder / n).stat().st_size) for n in sorted(names)}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One ONNX variant of the folder.
-
-    Attributes:
-        name: ``"fp32"``, ``"optimized"``, ``"int8"`` or ``"bf16"``.
-        file: its ONNX file inside the folder (bf16 reuses ``model.onnx``).
-        parity: the export's parity record (:func:`~e5onnx.export.parity.run_parity`: ``passed``,
-            ``max_abs_diff``, ``min_cosine``, ``mean_cosine``, ``failures``, ...).
-        quantization: int8 only: the recipe and the INT8 quality gate (:func:`~e5onnx.export.int8_gate.build_int8`),
-            else None.
-        optimization: optimized only: onnxruntime's fusion settings and counts, else None.
-        extra: any other entries (bf16: ``backend``, ``precision``, ``precision_effective``, ``cpu_kind``).
-    """
-
-    name: str
-    file: str
-    parity: dict = field(default_factory=dict)
-    quantization: dict = None
-    optimization: dict = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def parity_passed(self):
-        """True only when the recorded parity check passed."""
-        return self.parity.get("passed") is True
-
-    @property
-    def gate(self):
-        """The INT8 quality gate's record (``passed``, figures, tolerances, attempts), or ``{}``."""
-        return (self.quantization or {}).get("gate") or {}
-
-    @property
-    def gated_cpu_kind(self):
-        """The CPU kind the INT8 gate was passed on (:func:`~e5onnx.runtime.cpu.cpu_kind`), or None."""
-        return (self.quantization or {}).get("cpu_kind")
-
-    def to_dict(self):
-        """The JSON entry of ``variants[name]``."""
-        out = {"file": self.file}
-        for key in ("optimization", "quantization"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        out.update(self.extra)
-        if self.parity:
-            out["parity"] = self.parity
-        return out
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where the export came from: a Hub ``id`` and resolved ``revision``, or a local ``path`` (then ``id`` is the
-    path as given), and ``weights`` (``{file: FileRecord}``) of the source model."""
-
-    id: str = None
-    revision: str = None
-    path: str = None
-    weights: dict = field(default_factory=dict)
-
-    @property
-    def hub_id(self):
-        """The Hub repo id when the export came from the Hub, else None (a local folder)."""
-        return self.id if self.id and not self.path else None
 
 
 _RECORD_KEYS = ("created_at", "architecture", "pooling", "normalization", "output", "opset", "environment",
@@ -194,15 +132,15 @@ class Manifest:
                 raise ModelFolderError(f"{where!r} lacks the required key {key!r}")
         try:
             return cls(
-                embedding_dim=_whole(data, "embedding_dim", 1), max_length=_whole(data, "max_length", 2),
-                variants=_variants(data["variants"]), files=_files(data["files"], "files"),
-                prefixes=_prefixes(data.get("prefixes", {})),
-                pad_token_id=None if data.get("pad_token_id") is None else _whole(data, "pad_token_id", 0),
-                tolerances=_tolerances(data.get("tolerances", {})), source=_source(data.get("source") or {}),
+                embedding_dim=whole(data, "embedding_dim", 1), max_length=whole(data, "max_length", 2),
+                variants=variants_of(data["variants"]), files=files_of(data["files"], "files"),
+                prefixes=prefixes_of(data.get("prefixes", {})),
+                pad_token_id=None if data.get("pad_token_id") is None else whole(data, "pad_token_id", 0),
+                tolerances=tolerances_of(data.get("tolerances", {})), source=source_of(data.get("source") or {}),
                 record={k: data[k] for k in _RECORD_KEYS if k in data},
-                embedding_ranges=_ranges(data.get("embedding_ranges"), data["embedding_dim"]),
+                embedding_ranges=ranges_of(data.get("embedding_ranges"), data["embedding_dim"]),
             )
-        except _Malformed as exc:
+        except Malformed as exc:
             raise ModelFolderError(f"{where!r} is malformed: {exc}") from None
 
     def to_dict(self):
@@ -334,95 +272,3 @@ def check_file(folder, name, manifest, verify_checksum=True):
         remember_good(path, digest)
     return path
 
-
-class _Malformed(Exception):
-    """A manifest field of the wrong shape (message: which and why)."""
-
-
-def _is_int(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _whole(data, key, minimum):
-    if not _is_int(data[key], minimum):
-        raise _Malformed(f"{key} must be a whole number >= {minimum}, got {data[key]!r}")
-    return data[key]
-
-
-def _files(files, where):
-    if not isinstance(files, dict):
-        raise _Malformed(f"{where} must be an object, got {type(files).__name__}")
-    out = {}
-    for name, entry in files.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _is_int(entry.get("size"), 0)):
-            raise _Malformed(f"{where}[{name!r}] must have a sha256 string and a size in bytes")
-        out[name] = FileRecord(entry["sha256"], entry["size"])
-    return out
-
-
-def _variants(variants):
-    if not isinstance(variants, dict) or not variants:
-        raise _Malformed("variants must be a non-empty object")
-    out = {}
-    for name, entry in variants.items():
-        where = f"variants[{name!r}]"
-        if name not in VARIANT_FILES:
-            raise _Malformed(f"{where}: unknown variant (known: {', '.join(VARIANT_FILES)})")
-        if not isinstance(entry, dict) or not isinstance(entry.get("file", ""), str):
-            raise _Malformed(f"{where} must be an object with a 'file' name")
-        file = entry.get("file", VARIANT_FILES[name])
-        if Path(file).name != file or not file:
-            raise _Malformed(f"{where}['file'] must be a file name inside the folder, got {file!r}")
-        parts = {k: entry.get(k) for k in ("parity", "quantization", "optimization")}
-        for key, value in parts.items():
-            if value is not None and not isinstance(value, dict):
-                raise _Malformed(f"{where}[{key!r}] must be an object")
-        if not isinstance((parts["parity"] or {}).get("passed", False), bool):
-            raise _Malformed(f"{where}['parity']['passed'] must be true or false")
-        _check_quantization(where, parts["quantization"])
-        extra = {k: v for k, v in entry.items() if k not in ("file", *parts)}
-        out[name] = Variant(name, file, parts["parity"] or {}, parts["quantization"], parts["optimization"], extra)
-    return out
-
-
-def _check_quantization(where, q):
-    if q is None:
-        return
-    gate = q.get("gate", {})
-    if not isinstance(gate, dict) or not isinstance(gate.get("passed", False), bool):
-        raise _Malformed(f"{where}['quantization']['gate'] must be an object whose 'passed' is true or false")
-    if q.get("cpu_kind") is not None and not isinstance(q["cpu_kind"], str):
-        raise _Malformed(f"{where}['quantization']['cpu_kind'] must be a string")
-
-
-def _prefixes(prefixes):
-    if not isinstance(prefixes, dict) or not all(isinstance(prefixes.get(k, ""), str) for k in ("query", "passage")):
-        raise _Malformed("prefixes must be an object with 'query' and 'passage' strings")
-    return {"query": prefixes.get("query", QUERY_PREFIX), "passage": prefixes.get("passage", PASSAGE_PREFIX)}
-
-
-def _ranges(ranges, dim):
-    problem = ranges_problem(ranges, dim)
-    if problem:
-        raise _Malformed(problem)
-    return ranges
-
-
-def _tolerances(tolerances):
-    known = set(ParityTolerances.__dataclass_fields__)
-    if not isinstance(tolerances, dict) or not set(tolerances) <= known:
-        raise _Malformed(f"tolerances must be an object with keys among {sorted(known)}")
-    try:
-        return ParityTolerances(**tolerances)
-    except InvalidInputError as exc:
-        raise _Malformed(str(exc)) from None
-
-
-def _source(source):
-    if not isinstance(source, dict):
-        raise _Malformed("source must be an object")
-    for key in ("id", "revision", "path"):
-        if source.get(key) is not None and not isinstance(source[key], str):
-            raise _Malformed(f"source[{key!r}] must be a string or null")
-    return Source(source.get("id"), source.get("revision"), source.get("path"),
-                  _files(source.get("weights") or {}, "source['weights']"))
