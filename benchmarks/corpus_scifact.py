@@ -25,10 +25,10 @@ from pathlib import Path
 
 import psutil
 
+from e5onnx.bench.report import save_results
 from e5onnx.bench.roofline import measure, shape_from_config
 from e5onnx.bench.run import environment
 from e5onnx.config import CORPUS_PARTIAL_SUFFIX, CORPUS_RUN_FILE, shared_dir
-from e5onnx.runtime.atomic import write_json_atomic, write_text_atomic
 
 #: Issue 11's target: Ray tokens/s over single-process tokens/s on the same 2 cores.
 RAY_TARGET = 0.9
@@ -123,11 +123,7 @@ def main(argv=None):
               "ray_target": RAY_TARGET, "resume": resume, "int8_ceiling_tokens_per_s": round(ceiling, 1),
               "reader": {"seconds": round(read_s, 4), "rows": read_rows}, "dim": shape["hidden"],
               "environment": environment(args.threads)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", result)
-    write_text_atomic(out / "results.md", markdown(result))
-    print(markdown(result))
+    print(save_results(args.out, result, markdown))
 
 
 def resume_cost(args, parts, work, uninterrupted_s):

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from e5onnx.bench.quality import ndcg_at_k, read_scifact
+from e5onnx.bench.report import save_results
 from e5onnx.bench.run import environment
 from e5onnx.config import shared_dir
 from e5onnx.runtime import Embedder
-from e5onnx.runtime.atomic import write_json_atomic, write_text_atomic
 from e5onnx.runtime.vectors import quantize, vector_bytes
 
 K = 10
@@ -124,11 +124,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     result = run(args.model, args.data, args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", result)
-    write_text_atomic(out / "results.md", markdown(result))
-    print(markdown(result))
+    print(save_results(args.out, result, markdown))
 
 
 if __name__ == "__main__":

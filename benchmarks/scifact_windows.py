@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from e5onnx.bench.quality import ndcg_at_k, read_scifact
+from e5onnx.bench.report import save_results
 from e5onnx.bench.run import environment
 from e5onnx.config import WINDOW_OVERLAP, shared_dir
 from e5onnx.runtime import Embedder
 from e5onnx.runtime import windows as windows_module
-from e5onnx.runtime.atomic import write_json_atomic, write_text_atomic
 
 
 def document_pass(embedder, docs, truncate, overlap=None):
@@ -105,11 +105,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     result = run(args.model, args.max_length, args.overlaps, args.data, args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", result)
-    write_text_atomic(out / "results.md", markdown(result))
-    print(markdown(result))
+    print(save_results(args.out, result, markdown))
 
 
 if __name__ == "__main__":

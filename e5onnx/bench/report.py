@@ -13,13 +13,31 @@ Targets, each judged on one run (e5-small shape, 2 threads):
 The ``from`` column of the table says which of the three a target is (:data:`KINDS`).
 """
 
+from pathlib import Path
+
 from ..config import BENCH_TARGET_BATCH
+from ..runtime.atomic import write_json_atomic, write_text_atomic
 from .roofline import dtype_of
 
 PEER = "fastembed-fp32"
 GATED = ("e5onnx-bf16", "e5onnx-int8")  # variants built/checked under a quality gate at export
 #: What a target is measured against, as the report's ``from`` column says it.
 KINDS = {"peer": "vs the peer (fastembed)", "limit": "vs this CPU's limit", "service": "service goal"}
+
+
+def save_results(out, result, markdown):
+    """Write a benchmark's ``result`` (a JSON-able dict) to ``OUT/results.json`` and its table ``markdown(result)``
+    (str) to ``OUT/results.md``, each atomically (a killed run leaves the previous files whole); creates ``out``.
+
+    Returns:
+        str: the markdown written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(result)
+    write_json_atomic(out / "results.json", result)
+    write_text_atomic(out / "results.md", text)
+    return text
 
 
 def _at(per_batch, batch):
