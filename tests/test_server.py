@@ -149,6 +149,8 @@ BAD = [
      r"'prompt_name' cannot be used with token ids"),
     ("token ids with input_type", "/v1/embeddings", b'{"input": [[5, 6]], "input_type": "passage"}', 400,
      "input_type", r"'input_type' cannot be used with token ids"),
+    ("a 5,000-digit integer", "/v1/embeddings", b'{"input": [[101, ' + b"9" * 5000 + b', 102]]}', 400, None,
+     r"^the request body is not usable JSON: an integer of over 4,300 digits$"),
     ("token ids as windows", "/v1/embeddings", b'{"input": [[5, 6]], "truncate": "windows"}', 400, "truncate",
      r"^'truncate' \"windows\" cannot be used with token ids: windows are cut from a text's own tokens"),
     ("TEI token ids as windows", "/embed", b'{"inputs": [5, 6], "truncate": "WINDOWS"}', 400, "truncate",

@@ -132,3 +132,32 @@ def test_cli_writes_each_form_as_json_lines_and_npy(capsys, tmp_path, tiny_expor
         assert f"wrote 3 x {want.shape[1]} {want.dtype} to" in capsys.readouterr().err
         got = np.load(npy)
         assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("output", ["float", "int8", "uint8", "binary", "ubinary"])
+def test_no_texts_give_an_empty_array_of_the_forms_shape(embedder, output, capsys, tmp_path):
+    """``[]`` gives ``(0, width)`` of the form's dtype, from the API and from the CLI's empty --input file
+    (binary forms crashed in numpy's reshape)."""
+    want = embedder.embed(["a"], output=output)
+    for got in (embedder.embed([], output=output), embedder.embed_passages([], output=output, truncate="windows"),
+                embedder.quantize(np.zeros((0, embedder.dim), np.float32), output)):
+        assert got.shape == (0, want.shape[1]) and got.dtype == want.dtype
+    empty, npy = tmp_path / "empty.txt", tmp_path / "out.npy"
+    empty.write_text("", encoding="utf-8")
+    assert main(["embed", str(embedder.model_path.parent), "--vectors", output, "--input", str(empty),
+                     "--output", str(npy)]) == 0
+    saved = np.load(npy)
+    assert saved.shape == (0, want.shape[1]) and saved.dtype == want.dtype
+
+
+@pytest.mark.parametrize("vectors, message", [
+    (np.zeros((2, 7), np.float32), r"vectors must be \(n, 32\), got shape \(2, 7\)"),
+    (np.zeros(32, np.float32), r"vectors must be \(n, 32\), got shape \(32,\)"),
+    ([["a"] * 32], r"vectors must be an \(n, dim\) array of numbers"),
+    (np.array([[0.1] * 32, [0.1] * 31 + [np.nan]], np.float32), r"^vectors\[1\] holds a NaN or infinite value$"),
+    (np.array([[np.inf] * 32], np.float32), r"^vectors\[0\] holds a NaN or infinite value$"),
+])
+def test_quantize_names_what_is_wrong_with_the_vectors(embedder, vectors, message):
+    for output in ("int8", "binary"):
+        with pytest.raises(InvalidInputError, match=message):
+            embedder.quantize(vectors, output)

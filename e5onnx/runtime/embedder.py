@@ -289,7 +289,7 @@ class Embedder(TokenLevel):
             prepared = self._prepare(texts[start:start + TOKENIZE_CHUNK], kind, truncate or True, start, checked=True)
             prepared.raise_errors()  # windows: a text over WINDOW_MAX_TOKENS
             out[start:start + len(prepared)] = self._run([prepared], [True], batch_size, token_budget, start)[0]
-        return self.quantize(out, output)
+        return out if output == "float" else forms.quantize(out, output, self.embedding_ranges)
 
     def embed_queries(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, output="float"):
         """Embed search queries: :attr:`query_prefix` (``"query: "``) is added once (see :func:`~e5onnx.runtime.texts.has_prefix`).
@@ -307,8 +307,10 @@ class Embedder(TokenLevel):
 
     def quantize(self, vectors, output):
         """``(n, dim)`` float32 unit vectors of this model in form ``output`` (:func:`e5onnx.runtime.vectors.quantize`
-        with :attr:`embedding_ranges`); returns as :meth:`embed`, raises as :meth:`check_output`."""
-        return forms.quantize(vectors, self.check_output(output), self.embedding_ranges)
+        with :attr:`embedding_ranges`); returns as :meth:`embed`, raises as :meth:`check_output` and
+        InvalidInputError for vectors that are not ``(n, dim)`` of this model or hold a NaN / infinity."""
+        return forms.quantize(forms.checked_vectors(vectors, self.dim), self.check_output(output),
+                              self.embedding_ranges)
 
     def check_output(self, output):
         """``output`` if it is a form this model can give: int8 / uint8 need :attr:`embedding_ranges`.

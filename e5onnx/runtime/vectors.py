@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..errors import ModelFolderError
+from ..errors import InvalidInputError, ModelFolderError
 from .arguments import output_form
 
 #: NumPy dtype of each output form.
@@ -84,6 +84,26 @@ def usable_form(output, ranges, where):
     return output
 
 
+def checked_vectors(vectors, dim=None):
+    """``vectors`` as a ``(n, dim)`` float32 array, every value finite.
+
+    Raises:
+        InvalidInputError: not a 2-D array of numbers, not ``dim`` wide (when given), or a NaN / infinite value
+            (the first such row is named).
+    """
+    try:
+        vectors = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"vectors must be an (n, dim) array of numbers: {exc}") from None
+    if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
+        want = f"(n, {dim})" if dim is not None else "(n, dim)"
+        raise InvalidInputError(f"vectors must be {want}, got shape {vectors.shape}")
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if bad.size:
+        raise InvalidInputError(f"vectors[{bad[0]}] holds a NaN or infinite value", index=int(bad[0]))
+    return vectors
+
+
 def quantize(vectors, output, ranges=None):
     """``vectors`` in form ``output``.
 
@@ -97,11 +117,12 @@ def quantize(vectors, output, ranges=None):
         (binary) / uint8 (ubinary).
 
     Raises:
-        InvalidInputError: an unknown ``output``.
+        InvalidInputError: an unknown ``output``; ``vectors`` not a 2-D array of numbers, of another width than
+            ``ranges``, or with a NaN / infinite value (the first such row is named: its bytes would be noise).
         ModelFolderError: int8 / uint8 without ``ranges`` (:func:`missing_ranges`).
     """
     output = usable_form(output, ranges, "this model")
-    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors = checked_vectors(vectors, None if ranges is None else np.shape(ranges)[-1])
     if output == "float":
         return vectors
     if output in SCALAR:
@@ -110,5 +131,5 @@ def quantize(vectors, output, ranges=None):
         steps = np.where(steps == 0, 1, steps)
         q = np.clip(np.floor((vectors - starts) / steps), 0, 255)
         return q.astype(np.uint8) if output == "uint8" else (q - 128).astype(np.int8)
-    packed = np.packbits(vectors > 0, axis=-1).reshape(vectors.shape[0], -1)
+    packed = np.packbits(vectors > 0, axis=-1)  # (n, ceil(dim / 8)), (0, ceil(dim / 8)) for no vectors
     return packed if output == "ubinary" else (packed ^ np.uint8(0x80)).view(np.int8)

@@ -29,6 +29,7 @@ is ``truncate: "windows"`` (windows are cut from a text's own tokens, each with 
 """
 
 import json
+import sys
 from dataclasses import dataclass
 
 from ..config import OUTPUT_FORMS, TRUNCATE_WINDOWS
@@ -118,8 +119,10 @@ def parse_json(body):
         raise HTTPError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise HTTPError("the request body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer over Python's 4300-digit conversion limit
-        raise HTTPError(f"the request body is not usable JSON: {str(exc)[:200]}") from None
+    except ValueError as exc:  # an integer over Python's conversion limit (sys.get_int_max_str_digits())
+        reason = (f"an integer of over {sys.get_int_max_str_digits():,} digits" if "digits" in str(exc)
+                  else str(exc)[:200])
+        raise HTTPError(f"the request body is not usable JSON: {reason}") from None
     if not isinstance(obj, dict):
         raise HTTPError(f"the request body must be a JSON object, got a JSON {_kind(obj)}")
     return obj
