@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from e5onnx.bench.report import save_results
 from e5onnx.bench.run import environment, workload
-from e5onnx.runtime.atomic import write_json_atomic
 from e5onnx.server.cache import ResultCache
 from e5onnx.server.requests import EmbedRequest
 
@@ -146,11 +146,7 @@ def main(argv=None):
             proc.wait(60)
     result["bytes_per_entry_100k_384"] = bytes_per_entry(100_000, 384)
     result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", result)
-    (out / "results.md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
+    print(save_results(args.out, result, markdown))
 
 
 def markdown(r):

@@ -35,11 +35,11 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import httpx
 import numpy as np
 
+from e5onnx.bench.report import save_results
 from e5onnx.bench.run import environment, workload
 from rss_flat import status_mb, text  # this folder: the same random texts and /proc reader as rss_flat.py
 
@@ -49,7 +49,6 @@ OVERHEAD_TARGET_MS = 0.5
 #: Server RSS growth after request 1,000, percent (issue 3).
 RSS_GROWTH_TARGET_PCT = 10
 from e5onnx.runtime import Embedder
-from e5onnx.runtime.atomic import write_json_atomic
 
 def start_server(model, variant, threads, flags=(), env=None):
     """``(process, url)`` of ``e5onnx serve`` on a port it picks itself (``--port 0``), read back from its
@@ -234,11 +233,7 @@ def main(argv=None):
         proc.terminate()
         result["exit_status"] = proc.wait(60)
     result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", result)
-    (out / "results.md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
+    print(save_results(args.out, result, markdown))
 
 
 def markdown(r):
