@@ -15,10 +15,8 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import __version__
 from ..config import (
     DEFAULT_MODEL_ID,
     DEFAULT_OPSET,
@@ -26,43 +24,37 @@ from ..config import (
     OPSET_MAX,
     OPSET_MIN,
     OPTIMIZATION_LEVELS,
-    OUTPUT_NAME,
-    PASSAGE_PREFIX,
     QUANTIZATION_MODES,
-    QUERY_PREFIX,
     TOKENIZER_FILE,
     VARIANT_BACKENDS,
     VARIANT_FILES,
     ParityTolerances,
 )
-from ..environment import describe, package_versions
+from ..environment import package_versions
 from ..errors import E5OnnxError, ExportError, ModelFolderError
 from ..runtime.arguments import whole_number
 from ..runtime.atomic import default_mode, replace_folder
 from ..runtime.cpu import cpu_kind
 from ..runtime.embedder import Embedder
 from ..runtime.folder import is_local
-from ..runtime.manifest import Manifest, Source, Variant, describe_files
+from ..runtime.manifest import Manifest
 from ..runtime.openvino_session import openvino_available
 from ..runtime.session import max_threads
 from . import graph
 from .int8_gate import build_int8
 from .parity import ReferenceBattery, check_report, format_report, run_parity
 from .ranges import embedding_ranges
+from .record import export_manifest
 from .skip_layer_norm import split_file
 from .source import read_config, resolve_source
-from .support import check_max_length, check_supported, default_max_length, position_limit
+from .support import (
+    check_max_length,
+    check_supported,
+    default_max_length,
+    position_limit,
+)
 
 log = logging.getLogger("e5onnx.export")
-
-_VERSIONED = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "openvino", "tokenizers",
-              "huggingface-hub", "numpy")
-
-
-def environment():
-    """Versions of the export's libraries, Python, the platform and the CPU (model and ISA flags)."""
-    return {"e5onnx": __version__, **describe(_VERSIONED)}
-
 
 def _check_args(output, quantize, optimize, opset, max_length, force, bf16):
     if bf16 and not openvino_available():
@@ -233,37 +225,6 @@ def export_model(model=DEFAULT_MODEL_ID, output=None, *, quantize=None, optimize
                        calibration, bf16, fallback)
 
 
-#: What the manifest's ``architecture`` records: config.json's shape fields, then what
-#: :func:`~e5onnx.export.support.check_supported` read (``position_limit``, ``pooling_config``, ``tokenizer``).
-_ARCHITECTURE_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "num_attention_heads",
-                      "intermediate_size", "vocab_size", "max_position_embeddings", "type_vocab_size", "position_limit",
-                      "pooling_config", "tokenizer")
-
-
-def _manifest(folder, source, config, dim, max_length, pad_token_id, variants, tolerances, seconds, ranges=None):
-    """The :class:`~e5onnx.runtime.manifest.Manifest` of a finished export folder (every file in it is hashed).
-
-    ``variants``: ``{name: entry}`` as the export built them (``file``, ``parity``, ``quantization``,
-    ``optimization``, bf16's backend fields); ``ranges``: the ``embedding_ranges`` record
-    (:func:`~e5onnx.export.ranges.embedding_ranges`).
-    """
-    files = sorted(p.name for p in folder.iterdir() if p.is_file())
-    typed = {name: Variant(name, entry["file"], entry.get("parity", {}), entry.get("quantization"),
-                           entry.get("optimization"),
-                           {k: v for k, v in entry.items() if k not in ("file", "parity", "quantization", "optimization")})
-             for name, entry in variants.items()}
-    return Manifest(
-        embedding_dim=dim, max_length=max_length, variants=typed, files=describe_files(folder, files),
-        prefixes={"query": QUERY_PREFIX, "passage": PASSAGE_PREFIX}, pad_token_id=pad_token_id,
-        tolerances=tolerances, source=Source(**source),
-        record={"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "architecture": {k: config.get(k) for k in _ARCHITECTURE_KEYS}, "pooling": "mean",
-                "normalization": "l2", "output": OUTPUT_NAME, "opset": graph.opset_of(folder / VARIANT_FILES["fp32"]),
-                "environment": environment(), "export_seconds": round(seconds, 1)},
-        embedding_ranges=ranges,
-    )
-
-
 def _build_int8(fp32, tmp, optimize, config, max_length, pad_token_id, tolerances, threads, calibration):
     """The INT8 variant, quantised from onnxruntime's fused (O2) graph: ``model_optimized.onnx`` when the export
     makes it at O2, else a fused graph made for it and removed after."""
@@ -339,7 +300,7 @@ def _export(model, output, quantize, optimize, opset, revision, max_length, tole
         for line in format_report(report):
             log.info("%s", line)
 
-        manifest = _manifest(tmp, source, config, dim, max_length, pad_token_id, variants, tolerances,
+        manifest = export_manifest(tmp, source, config, dim, max_length, pad_token_id, variants, tolerances,
                              time.perf_counter() - started, ranges)
         check_report(report)
         manifest.write(tmp)
