@@ -18,8 +18,8 @@ httpx = pytest.importorskip("httpx")
 
 from e5onnx.errors import InvalidInputError  # noqa: E402
 from e5onnx.runtime import Embedder  # noqa: E402
-from e5onnx.runtime.manifest import FileRecord  # noqa: E402
-from e5onnx.server.cache import ResultCache, model_identity  # noqa: E402
+from e5onnx.runtime.manifest import FileRecord, vectors_identity  # noqa: E402
+from e5onnx.server.cache import ResultCache  # noqa: E402
 from e5onnx.server.requests import EmbedRequest  # noqa: E402
 from e5onnx.server.settings import settings_from  # noqa: E402
 
@@ -139,20 +139,20 @@ def test_the_model_is_part_of_the_key(tiny512_export, embedder):
     files[embedder.model_path.name] = FileRecord("0" * 64, 1)  # the same name and settings, other ONNX bytes
     other_file.manifest = types.SimpleNamespace(files=files)
     req = EmbedRequest(texts=["paris"])
-    fp32_cache = ResultCache(4, embedder.dim, model_identity(embedder))
+    fp32_cache = ResultCache(4, embedder.dim, embedder.identity())
     found = fp32_cache.lookup(req)
     fp32_cache.store(found, embedder.embed(["paris"]), [3])
     assert fp32_cache.lookup(req).misses == []
     for other in (int8, shorter, other_file):
-        assert model_identity(other) != model_identity(embedder)
-        assert fp32_cache.keys(req) != ResultCache(4, embedder.dim, model_identity(other)).keys(req)
-    assert model_identity(Embedder.load(tiny512_export, variant="fp32", threads=1)) == model_identity(embedder)
+        assert vectors_identity(other) != embedder.identity()  # the fake file: the runtime's function itself
+        assert fp32_cache.keys(req) != ResultCache(4, embedder.dim, vectors_identity(other)).keys(req)
+    assert Embedder.load(tiny512_export, variant="fp32", threads=1).identity() == embedder.identity()
 
 
 def test_a_request_field_added_later_is_part_of_the_key(embedder):
     """A new setting (say, a pooling choice) splits the cache with no change to the cache code."""
     Later = dataclasses.make_dataclass("Later", [("pooling", str, "mean")], bases=(EmbedRequest,))  # noqa: N806
-    cache = ResultCache(4, embedder.dim, model_identity(embedder))
+    cache = ResultCache(4, embedder.dim, embedder.identity())
     keys = {p: cache.keys(Later(texts=["paris"], pooling=p)) for p in ("mean", "cls", "max")}
     assert len({k[0] for k in keys.values()}) == 3
     assert cache.keys(Later(texts=["paris"], model="a")) == cache.keys(Later(texts=["paris"], model="b"))

@@ -14,8 +14,9 @@ from ..config import (
 )
 from ..errors import E5OnnxError, InvalidInputError, ModelFolderError
 from . import vectors as forms
-from .arguments import flag, truncation, whole_number
+from .arguments import truncation, whole_number
 from .folder import resolve_model
+from .manifest import vectors_identity
 from .packing import plan_passes
 from .pooling import l2_normalize, mean_pool
 from .prepared import Prepared, parts_of, prepare_texts
@@ -23,16 +24,18 @@ from .session import OnnxEncoder
 from .texts import as_list, as_text_list
 from .tokenizer import TextTokenizer
 from .tokens import TokenLevel
+from .vectors import VectorForms
 from .windows import combine
 
 
-class Embedder(TokenLevel):
+class Embedder(TokenLevel, VectorForms):
     """Embed texts with an exported ONNX model: tokenise → run the graph → masked mean pool → L2 normalise.
 
     Build one with :meth:`load` (model folder or Hub repo, checked against its manifest) or directly from
     files. One ONNX Runtime session per Embedder, reused by every call; calls are thread-safe. Token-level
-    methods (:meth:`tokens`, :meth:`prepare_ids`, :meth:`embed_token_ids`) come from
-    :class:`~e5onnx.runtime.tokens.TokenLevel`.
+    methods (:meth:`tokenize`, :meth:`pad`, :meth:`tokens`, :meth:`prepare_ids`, :meth:`embed_token_ids`) come
+    from :class:`~e5onnx.runtime.tokens.TokenLevel`, the output forms' (:meth:`quantize`,
+    :meth:`check_output`) from :class:`~e5onnx.runtime.vectors.VectorForms`.
 
     Attributes:
         dim: embedding width (384 for e5-small); :meth:`embed` returns ``(n, dim)`` float32.
@@ -121,6 +124,11 @@ class Embedder(TokenLevel):
         return self._tokenizer.max_length
 
     @property
+    def prefixes(self):
+        """``{"query": query_prefix, "passage": passage_prefix}``: what each ``kind`` adds."""
+        return {"query": self.query_prefix, "passage": self.passage_prefix}
+
+    @property
     def vocab_size(self):
         """Number of token ids (added tokens included): ids run from 0 to ``vocab_size - 1``."""
         return self._tokenizer.vocab_size
@@ -145,7 +153,8 @@ class Embedder(TokenLevel):
             truncate: cut a text over :attr:`max_length` tokens to ``[CLS]``, its first ``max_length - 2`` word
                 pieces and ``[SEP]`` (XLM-R: ``<s>`` ... ``</s>``) (default, True); refuse it (False); or
                 ``"windows"``: embed it whole as overlapping windows of at most :attr:`max_length` tokens, each with
-                the e5 prefix, combined by their token-weighted mean (:mod:`~e5onnx.runtime.windows`; a text that fits is one row, as with True).
+                the e5 prefix, combined by their token-weighted mean (:mod:`~e5onnx.runtime.windows`; a text that
+                fits is one row, as with True).
 
         Returns:
             a :class:`~e5onnx.runtime.prepared.Prepared` of ``len(texts)`` texts.
@@ -159,8 +168,7 @@ class Embedder(TokenLevel):
     def _prepare(self, texts, kind, truncate, first_index=0, checked=False):
         """:meth:`prepare` on a list; error indices count from ``first_index``; ``checked``: every item is already
         a valid ``str`` (:func:`~e5onnx.runtime.texts.as_text_list`), so it is not checked again."""
-        prefixes = {"query": self.query_prefix, "passage": self.passage_prefix}
-        return prepare_texts(self._tokenizer, texts, kind, truncate, prefixes, first_index, checked)
+        return prepare_texts(self._tokenizer, texts, kind, truncate, self.prefixes, first_index, checked)
 
     def run(self, prepared, normalize=True, batch_size=DEFAULT_BATCH_SIZE, token_budget=None):
         """Embed what :meth:`prepare` made: run the graph, masked mean pooling, L2 normalisation.
@@ -211,29 +219,6 @@ class Embedder(TokenLevel):
             out.append(l2_normalize(vectors) if norm else vectors)
             start += len(part.input_ids)
         return out
-
-    def tokenize(self, texts, truncate=True):
-        """Token ids of each text exactly as :meth:`embed` feeds them (special tokens included).
-
-        Returns:
-            list of lists of int, one per text; with ``truncate="windows"``, one list of rows (its windows, or
-            its one row) per text.
-
-        Raises:
-            InvalidInputError: as :meth:`embed`.
-        """
-        prepared = self.prepare(texts, truncate=truncate)
-        prepared.raise_errors()
-        return prepared.rows_of_texts() if truncate == "windows" else prepared.input_ids
-
-    def pad(self, rows, dtype=np.int64):
-        """The graph's inputs for token-id rows (from :meth:`tokenize`), padded to the longest with the pad id.
-
-        Returns:
-            ``(input_ids, attention_mask)``, both ``(len(rows), longest)`` of ``dtype`` (attention_mask 1 for
-            real tokens, 0 for padding); what calibration and profiling feed a graph.
-        """
-        return self._tokenizer.pad(rows, dtype)
 
     def embed(self, texts, batch_size=DEFAULT_BATCH_SIZE, truncate=True, token_budget=None, output="float"):
         """Embed texts as given (no prefix added): :meth:`prepare` then :meth:`run`, in chunks.
@@ -305,21 +290,11 @@ class Embedder(TokenLevel):
         """
         return self._embed(texts, "passage", batch_size, truncate, None, output)
 
-    def quantize(self, vectors, output):
-        """``(n, dim)`` float32 unit vectors of this model in form ``output`` (:func:`e5onnx.runtime.vectors.quantize`
-        with :attr:`embedding_ranges`); returns as :meth:`embed`, raises as :meth:`check_output` and
-        InvalidInputError for vectors that are not ``(n, dim)`` of this model or hold a NaN / infinity."""
-        return forms.quantize(forms.checked_vectors(vectors, self.dim), self.check_output(output),
-                              self.embedding_ranges)
-
-    def check_output(self, output):
-        """``output`` if it is a form this model can give: int8 / uint8 need :attr:`embedding_ranges`.
-
-        Raises:
-            InvalidInputError: an unknown ``output``. ModelFolderError: int8 / uint8 without ranges (re-export).
-        """
-        where = f"the model folder {str(self.model_path.parent)!r}" if self.manifest else "this Embedder"
-        return forms.usable_form(output, self.embedding_ranges, where)
+    def identity(self):
+        """What identifies this Embedder's vectors (bytes): sha256 of its ONNX file and tokenizer (the manifest's,
+        else hashed now), variant, max length, width and prefixes; equal for two Embedders that give the same
+        vectors (:func:`~e5onnx.runtime.manifest.vectors_identity`). The server's result cache keys on it."""
+        return vectors_identity(self)
 
     def _embed_rows(self, rows, batch_size, first_index, normalize=True, token_budget=None):
         """Vectors of valid token-id rows, packed into forward passes by :func:`plan_passes`.

@@ -234,6 +234,18 @@ def _unusable(entry, host):
     return None
 
 
+def vectors_identity(embedder):
+    """What identifies the vectors of ``embedder`` (an :class:`~e5onnx.runtime.Embedder`), as bytes: sha256 of its
+    ONNX file and ``tokenizer.json`` (from its manifest, else hashed now), variant, max length, width and prefixes."""
+    files = embedder.manifest.files if embedder.manifest is not None else {}
+    parts = {"variant": embedder.variant, "max_length": embedder.max_length, "dim": embedder.dim,
+             "prefixes": (embedder.query_prefix, embedder.passage_prefix)}
+    for role, path in (("model", embedder.model_path), ("tokenizer", embedder.tokenizer_path)):
+        record = files.get(path.name)
+        parts[role] = record.sha256 if record is not None else sha256_file(path)
+    return repr(sorted(parts.items())).encode()
+
+
 def check_file(folder, name, manifest, verify_checksum=True):
     """Return ``folder/name`` after checking it exists and matches the manifest's size and sha256.
 

@@ -98,6 +98,18 @@ def parts_of(prepared, normalize):
     return parts, [bool(f) for f in flags]
 
 
+def with_prefix(texts, kind, prefixes):
+    """``texts`` (list of str) with ``prefixes[kind]`` added once (:func:`~e5onnx.runtime.texts.add_prefix`), or
+    as given for ``kind`` None.
+
+    Raises:
+        InvalidInputError: ``kind`` is not one of :data:`KINDS`.
+    """
+    if kind not in KINDS:
+        raise InvalidInputError(f"kind must be 'query', 'passage' or None, got {kind!r}")
+    return texts if kind is None else add_prefix(texts, prefixes[kind])
+
+
 def prepare_texts(tokenizer, texts, kind, truncate, prefixes, first_index=0, checked=False):
     """What :meth:`Embedder.prepare <e5onnx.runtime.Embedder.prepare>` does, on a list of texts.
 
@@ -113,16 +125,12 @@ def prepare_texts(tokenizer, texts, kind, truncate, prefixes, first_index=0, che
     Raises:
         InvalidInputError: a bad ``kind``.
     """
-    if kind not in KINDS:
-        raise InvalidInputError(f"kind must be 'query', 'passage' or None, got {kind!r}")
     errors, good = [], list(range(len(texts)))
     if not checked:
         problems = [(i, text_problem(t)) for i, t in enumerate(texts)]
         errors = [TextError(first_index + i, reason) for i, reason in problems if reason]
         good = [i for i, reason in problems if not reason]
-    chosen = [texts[i] for i in good]
-    if kind is not None:
-        chosen = add_prefix(chosen, prefixes[kind])
+    chosen = with_prefix([texts[i] for i in good], kind, prefixes)
     encoded = tokenizer.encode(chosen, truncate is True)
     if truncate == TRUNCATE_WINDOWS:
         return _windowed(tokenizer, len(texts), good, encoded, errors, kind, prefixes, first_index)

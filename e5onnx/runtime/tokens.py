@@ -10,11 +10,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..config import DEFAULT_BATCH_SIZE
+from ..config import DEFAULT_BATCH_SIZE, TRUNCATE_WINDOWS
 from ..errors import InvalidInputError, TextError
 from .arguments import flag
-from .prepared import KINDS, Prepared
-from .texts import add_prefix, as_text_list
+from .prepared import Prepared, with_prefix
+from .texts import as_text_list
 
 
 class Token(NamedTuple):
@@ -95,7 +95,30 @@ def cut_ids(row, max_length, special_ids):
 
 class TokenLevel:
     """The Embedder's token-level methods (see the module docstring); needs ``_tokenizer``, ``max_length``,
-    ``query_prefix``, ``passage_prefix`` and ``run`` of :class:`~e5onnx.runtime.Embedder`."""
+    ``prefixes``, ``prepare`` and ``run`` of :class:`~e5onnx.runtime.Embedder`."""
+
+    def tokenize(self, texts, truncate=True):
+        """Token ids of each text exactly as :meth:`embed` feeds them (special tokens included).
+
+        Returns:
+            list of lists of int, one per text; with ``truncate="windows"``, one list of rows (its windows, or
+            its one row) per text.
+
+        Raises:
+            InvalidInputError: as :meth:`embed`.
+        """
+        prepared = self.prepare(texts, truncate=truncate)
+        prepared.raise_errors()
+        return prepared.rows_of_texts() if truncate == TRUNCATE_WINDOWS else prepared.input_ids
+
+    def pad(self, rows, dtype=np.int64):
+        """The graph's inputs for token-id rows (from :meth:`tokenize`), padded to the longest with the pad id.
+
+        Returns:
+            ``(input_ids, attention_mask)``, both ``(len(rows), longest)`` of ``dtype`` (attention_mask 1 for
+            real tokens, 0 for padding); what calibration and profiling feed a graph.
+        """
+        return self._tokenizer.pad(rows, dtype)
 
     def tokens(self, texts, kind=None, add_special_tokens=True):
         """Each text's tokens: id, the characters covered, special or not, character offsets. Nothing is cut: a
@@ -114,11 +137,7 @@ class TokenLevel:
             TextError: an item that is not a ``str`` or holds a lone surrogate (index named).
             InvalidInputError: a bad ``texts`` container, ``kind`` or ``add_special_tokens``.
         """
-        texts = as_text_list(texts)
-        if kind not in KINDS:
-            raise InvalidInputError(f"kind must be 'query', 'passage' or None, got {kind!r}")
-        if kind is not None:
-            texts = add_prefix(texts, self.query_prefix if kind == "query" else self.passage_prefix)
+        texts = with_prefix(as_text_list(texts), kind, self.prefixes)
         encodings = self._tokenizer.encodings(texts, flag("add_special_tokens", add_special_tokens))
         return [tokenized(text, enc) for text, enc in zip(texts, encodings)]
 

@@ -104,13 +104,14 @@ def checked_vectors(vectors, dim=None):
     return vectors
 
 
-def quantize(vectors, output, ranges=None):
+def quantize(vectors, output, ranges=None, dim=None):
     """``vectors`` in form ``output``.
 
     Args:
         vectors: ``(n, dim)`` float32 (unit vectors for int8/uint8: the ranges were calibrated on them).
         output: ``"float"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"``.
         ranges: ``(2, dim)`` float32 per-dimension min and max (int8 / uint8 only).
+        dim: the width ``vectors`` must have (default: the width of ``ranges``, else any).
 
     Returns:
         ``(n, dim)`` float32 (float, unchanged), ``(n, dim)`` int8 / uint8, or ``(n, ceil(dim / 8))`` int8
@@ -118,11 +119,11 @@ def quantize(vectors, output, ranges=None):
 
     Raises:
         InvalidInputError: an unknown ``output``; ``vectors`` not a 2-D array of numbers, of another width than
-            ``ranges``, or with a NaN / infinite value (the first such row is named: its bytes would be noise).
+            ``dim`` (or ``ranges``), or with a NaN / infinite value (the first such row is named: its bytes would be noise).
         ModelFolderError: int8 / uint8 without ``ranges`` (:func:`missing_ranges`).
     """
     output = usable_form(output, ranges, "this model")
-    vectors = checked_vectors(vectors, None if ranges is None else np.shape(ranges)[-1])
+    vectors = checked_vectors(vectors, dim if dim is not None or ranges is None else np.shape(ranges)[-1])
     if output == "float":
         return vectors
     if output in SCALAR:
@@ -133,3 +134,23 @@ def quantize(vectors, output, ranges=None):
         return q.astype(np.uint8) if output == "uint8" else (q - 128).astype(np.int8)
     packed = np.packbits(vectors > 0, axis=-1)  # (n, ceil(dim / 8)), (0, ceil(dim / 8)) for no vectors
     return packed if output == "ubinary" else (packed ^ np.uint8(0x80)).view(np.int8)
+
+
+class VectorForms:
+    """The Embedder's output-form methods (a base class of :class:`~e5onnx.runtime.Embedder`); needs its ``dim``,
+    ``embedding_ranges``, ``manifest`` and ``model_path``."""
+
+    def quantize(self, vectors, output):
+        """``(n, dim)`` float32 unit vectors of this model in form ``output`` (:func:`e5onnx.runtime.vectors.quantize`
+        with :attr:`embedding_ranges`); returns as :meth:`embed`, raises as :meth:`check_output` and
+        InvalidInputError for vectors that are not ``(n, dim)`` of this model or hold a NaN / infinity."""
+        return quantize(vectors, self.check_output(output), self.embedding_ranges, self.dim)
+
+    def check_output(self, output):
+        """``output`` if it is a form this model can give: int8 / uint8 need :attr:`embedding_ranges`.
+
+        Raises:
+            InvalidInputError: an unknown ``output``. ModelFolderError: int8 / uint8 without ranges (re-export).
+        """
+        where = f"the model folder {str(self.model_path.parent)!r}" if self.manifest else "this Embedder"
+        return usable_form(output, self.embedding_ranges, where)

@@ -3,7 +3,7 @@ so a text sent again with the same settings is answered without tokenising or ru
 
 **Key.** A 32-byte BLAKE2b digest of three parts, so that a vector is never served for other settings:
 
-1. the model (:func:`model_identity`): sha256 of the served ONNX file and of ``tokenizer.json`` (from the
+1. the model (:meth:`~e5onnx.runtime.Embedder.identity`): sha256 of the served ONNX file and of ``tokenizer.json`` (from the
    manifest, else hashed at start-up), the variant, the max length, the width and the query/passage prefixes;
 2. the request's settings (:func:`settings_key`): every field of the
    :class:`~e5onnx.server.requests.EmbedRequest` except its inputs and the model name the client sent
@@ -34,24 +34,11 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..runtime.manifest import sha256_file
 
 #: :class:`~e5onnx.server.requests.EmbedRequest` fields that are not settings of the vectors: the inputs
 #: themselves (hashed one by one), the client's ``model`` string (any string names the served model) and
 #: ``encoding_format`` (applied to the cached float32 vector after the lookup).
 NOT_SETTINGS = frozenset({"texts", "model", "encoding_format"})
-
-
-def model_identity(embedder):
-    """What identifies the served model's vectors (bytes): sha256 of its ONNX file and tokenizer, variant, max
-    length, width and prefixes."""
-    files = embedder.manifest.files if embedder.manifest is not None else {}
-    parts = {"variant": embedder.variant, "max_length": embedder.max_length, "dim": embedder.dim,
-             "prefixes": (embedder.query_prefix, embedder.passage_prefix)}
-    for role, path in (("model", embedder.model_path), ("tokenizer", embedder.tokenizer_path)):
-        record = files.get(path.name)
-        parts[role] = record.sha256 if record is not None else sha256_file(path)
-    return repr(sorted(parts.items())).encode()
 
 
 def settings_key(req):
@@ -91,7 +78,7 @@ class ResultCache:
     Args:
         entries: most vectors kept, a positive int.
         dim: vector width.
-        model: :func:`model_identity` of the served embedder (bytes).
+        model: :meth:`~e5onnx.runtime.Embedder.identity` of the served embedder (bytes).
         metrics: a :class:`~e5onnx.server.metrics.Metrics` (hits, misses, evictions, entries), or None.
 
     Raises:

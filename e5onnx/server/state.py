@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from .batcher import Batcher
-from .cache import ResultCache, model_identity
+from .cache import ResultCache
 from .errors import HTTPError
 from .metrics import Metrics
 
@@ -42,7 +42,7 @@ class AppState:
         self.embedder, self.settings, self.model_id = embedder, settings, model_id
         self.metrics = Metrics(settings.max_batch_tokens)
         self.batcher = Batcher(embedder, settings.max_batch_tokens, self.metrics)
-        self.cache = (ResultCache(settings.cache_entries, embedder.dim, model_identity(embedder), self.metrics)
+        self.cache = (ResultCache(settings.cache_entries, embedder.dim, embedder.identity(), self.metrics)
                       if settings.cache_entries else None)
         self.api_key = settings.api_key()
         self.pending = 0
