@@ -88,18 +88,23 @@ async def _embed(state, req, field, request, where=None):
 
 
 async def _prepare(state, req):
-    """The request's :class:`~e5onnx.runtime.prepared.Prepared`: on the event loop when small (a thread hop would
-    cost more than the work), else in a worker thread so the loop keeps accepting connections."""
+    """The request's :class:`~e5onnx.runtime.prepared.Prepared`, through :func:`sized_work`."""
     started = time.perf_counter()
     embedder = state.embedder
     if req.token_ids:  # size: ids, about as costly to check as characters to tokenise
         work = functools.partial(embedder.prepare_ids, req.texts, req.truncate)
     else:
         work = functools.partial(embedder.prepare, req.texts, req.prompt, req.truncate)
-    size = sum(len(item) for item in req.texts)
-    prepared = work() if size <= SERVER_INLINE_TOKENIZE_CHARS else await run_in_threadpool(work)
+    prepared = await sized_work(sum(len(item) for item in req.texts), work)
     state.metrics.tokenize_seconds.observe(time.perf_counter() - started)
     return prepared
+
+
+async def sized_work(size, work):
+    """``work()`` on the event loop when ``size`` (characters or token ids) is at most
+    :data:`~e5onnx.config.SERVER_INLINE_TOKENIZE_CHARS` (a thread hop would cost more than the work), else in a
+    worker thread so the loop keeps accepting connections."""
+    return work() if size <= SERVER_INLINE_TOKENIZE_CHARS else await run_in_threadpool(work)
 
 
 def _refuse(prepared, req, field, where=None):

@@ -10,15 +10,17 @@ Nothing is truncated: a text over the max length shows all its tokens, so a clie
 of a text is the length of its array, special tokens included: what ``usage`` counts).
 """
 
-from starlette.concurrency import run_in_threadpool
+import functools
 
-from ..config import SERVER_INLINE_TOKENIZE_CHARS, SERVER_TOKENIZE_CHARS_PER_TOKEN
+from ..config import SERVER_TOKENIZE_CHARS_PER_TOKEN
 from .errors import HTTPError
+from .pipeline import sized_work
 
 
 async def tokenize(state, req):
     """The ``/tokenize`` response body (a list per text of token dicts) of ``req``
-    (:class:`~e5onnx.server.requests.TokenizeRequest`); large requests are tokenised in a worker thread.
+    (:class:`~e5onnx.server.requests.TokenizeRequest`); large requests are tokenised in a worker thread
+    (:func:`~e5onnx.server.pipeline.sized_work`).
 
     Raises:
         HTTPError: 400: a text over ``max_length`` x :data:`~e5onnx.config.SERVER_TOKENIZE_CHARS_PER_TOKEN`
@@ -30,9 +32,7 @@ async def tokenize(state, req):
             raise HTTPError(f"inputs[{i}] has {len(text)} characters, over the limit of {limit} for /tokenize "
                             f"(max input length {state.embedder.max_length} x {SERVER_TOKENIZE_CHARS_PER_TOKEN})",
                             param="inputs")
-    if sum(len(t) for t in req.texts) <= SERVER_INLINE_TOKENIZE_CHARS:
-        return _tokens(state, req)
-    return await run_in_threadpool(_tokens, state, req)
+    return await sized_work(sum(len(t) for t in req.texts), functools.partial(_tokens, state, req))
 
 
 def _tokens(state, req):
