@@ -3,8 +3,9 @@ so a text sent again with the same settings is answered without tokenising or ru
 
 **Key.** A 32-byte BLAKE2b digest of three parts, so that a vector is never served for other settings:
 
-1. the model (:meth:`~e5onnx.runtime.Embedder.identity`): sha256 of the served ONNX file and of ``tokenizer.json`` (from the
-   manifest, else hashed at start-up), the variant, the max length, the width and the query/passage prefixes;
+1. the model (:meth:`~e5onnx.runtime.Embedder.identity`): sha256 of the served ONNX file and of
+   ``tokenizer.json`` (from the manifest, else hashed at start-up), the variant, the max length, the width and the
+   query/passage prefixes;
 2. the request's settings (:func:`settings_key`): every field of the
    :class:`~e5onnx.server.requests.EmbedRequest` except its inputs and the model name the client sent
    and how the vectors travel (:data:`NOT_SETTINGS`): today the prefix kind, ``truncate`` (windows included),
