@@ -25,7 +25,8 @@ def optimize(src, dst, level, num_heads, hidden_size):
     """Write ``dst``: ``src`` with ORT's BERT fusions at ``level`` (O1/O2/O3). Returns the settings used.
 
     ``model_type="bert"`` for XLM-RoBERTa too: onnxruntime's optimizer has no RoBERTa type, and its own model table
-    (``onnxruntime/transformers/huggingface_models.py``) optimises ``xlm-roberta-base`` as ``bert``; its attention, skip-layer-norm and GELU fusions match XLM-RoBERTa's layers, while its
+    (``onnxruntime/transformers/huggingface_models.py``) optimises ``xlm-roberta-base`` as ``bert``; its attention,
+    skip-layer-norm and GELU fusions match XLM-RoBERTa's layers, while its
     ``EmbedLayerNormalization`` fusion skips RoBERTa's position ids (they start after the pad id), leaving the
     embeddings as plain ops. ``num_heads`` and ``hidden_size`` come from the model's ``config.json``.
     """

@@ -99,18 +99,13 @@ def _replacement(node, inits, add_constant):
         raise ExportError(f"EmbedLayerNormalization {node.name!r} has position ids, no mask or non-constant "
                           "tables: cannot give it an INT8 word table")
     table = numpy_helper.to_array(inits[word]).astype(np.float32)
-    block = block_size(table.shape[1])
-    if block is None:
-        raise ExportError(f"no block size from 16 to {INT8_WORD_TABLE_MAX_BLOCK} divides the embedding width {table.shape[1]}")
-    q, scales, zero_points = quantize_table(table, block)
     p = f"q8/{node.name}/"
+    gather = _quantized_gather(table, ids, [p + "word"], p, add_constant)
+    if gather is None:
+        raise ExportError(f"no block size from 16 to {INT8_WORD_TABLE_MAX_BLOCK} divides the embedding width {table.shape[1]}")
     eps = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
     summed = p + "word"
-    nodes = [helper.make_node("GatherBlockQuantized", [add_constant(p + "word_q", q), ids,
-                                                       add_constant(p + "word_scales", scales),
-                                                       add_constant(p + "word_zero_points", zero_points)],
-                              [p + "word"], name=p + "GatherBlockQuantized", domain=_MS, gather_axis=0,
-                              quantize_axis=1, block_size=block, bits=8)]
+    nodes, record = [gather[0]], gather[1]
     if types and type_table:
         nodes += [helper.make_node("Gather", [type_table, types], [p + "type"], name=p + "Gather_type"),
                   helper.make_node("Add", [p + "word", p + "type"], [p + "word_type"], name=p + "Add_type")]
@@ -125,10 +120,26 @@ def _replacement(node, inits, add_constant):
     if len(node.output) > 1 and node.output[1]:
         nodes.append(helper.make_node("ReduceSum", [mask, add_constant(p + "axis1", np.array([1], np.int64))],
                                       [node.output[1]], name=p + "ReduceSum_mask", keepdims=0))
+    return nodes, record
+
+
+def _quantized_gather(table, ids, outputs, p, add_constant):
+    """``(node, record)``: a ``GatherBlockQuantized`` of ``table`` (``(V, D)`` float32, quantised by
+    :func:`quantize_table`) by ``ids`` into ``outputs``, its constants named from ``p``, and the manifest's record
+    (storage, block, op, bytes before/after); None when no block size divides ``D``."""
+    block = block_size(table.shape[1])
+    if block is None:
+        return None
+    q, scales, zero_points = quantize_table(table, block)
+    node = helper.make_node("GatherBlockQuantized", [add_constant(p + "word_q", q), ids,
+                                                    add_constant(p + "word_scales", scales),
+                                                    add_constant(p + "word_zero_points", zero_points)],
+                            outputs, name=p + "GatherBlockQuantized", domain=_MS, gather_axis=0, quantize_axis=1,
+                            block_size=block, bits=8)
     record = {"storage": "uint8, zero point 128, one float32 scale per block", "block": block,
               "op": "com.microsoft.GatherBlockQuantized", "fp32_bytes": int(table.nbytes),
               "int8_bytes": int(q.nbytes + scales.nbytes + zero_points.nbytes)}
-    return nodes, record
+    return node, record
 
 
 def replace_word_gather(graph, add_constant):
@@ -151,20 +162,11 @@ def replace_word_gather(graph, add_constant):
     record = None
     for node in found:
         table = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
-        block = block_size(table.shape[1])
-        if block is None:
+        gather = _quantized_gather(table, node.input[1], list(node.output), f"q8/{node.name}/", add_constant)
+        if gather is None:
             return None
-        q, scales, zero_points = quantize_table(table, block)
-        p = f"q8/{node.name}/"
-        new = helper.make_node("GatherBlockQuantized", [add_constant(p + "word_q", q), node.input[1],
-                                                       add_constant(p + "word_scales", scales),
-                                                       add_constant(p + "word_zero_points", zero_points)],
-                               list(node.output), name=p + "GatherBlockQuantized", domain=_MS, gather_axis=0,
-                               quantize_axis=1, block_size=block, bits=8)
         at = list(graph.node).index(node)
         graph.node.remove(node)
-        graph.node.insert(at, new)
-        record = {"storage": "uint8, zero point 128, one float32 scale per block", "block": block,
-                  "op": "com.microsoft.GatherBlockQuantized", "replaces": "Gather", "fp32_bytes": int(table.nbytes),
-                  "int8_bytes": int(q.nbytes + scales.nbytes + zero_points.nbytes)}
+        graph.node.insert(at, gather[0])
+        record = {**gather[1], "replaces": "Gather"}
     return record
