@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class Record:
@@ -40,8 +42,6 @@ class Record:
 
 def bad_row_error(record):
     """The error a bad record raises with ``on_error="fail"``: where it is, why, and how to skip such rows."""
-    from ..errors import InvalidInputError
-
     return InvalidInputError(f"{record.where}: {record.error} (on_error='skip', --on-error skip on the command "
                              "line, leaves such rows out)")
 
